@@ -1,0 +1,93 @@
+"""The sampler's problem config: every choice of problem.md as a field, checked up front."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from logic_jax.problem import format as fmt
+
+
+class ConfigError(ValueError):
+    """A problem config that cannot be sampled; the message names the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ProblemConfig:
+    """What the sampler draws. Hashable, so it is a static argument of jit.
+
+    The ``fix_*`` fields pin one latent choice (None leaves it random):
+    ``fix_query`` "logop"|"linear"; ``fix_op`` "or"|"and"; ``fix_truth_first``,
+    ``fix_truth_second`` the source facts of the LogOp rule's first and second operand's
+    branches, ``fix_truth_linear`` the linear chain's source; ``fix_logop_chain_first``
+    whether the LogOp chain's rules are written first; ``fix_operands_swapped`` whether the
+    LogOp rule reads ``b OP a`` instead of ``a OP b``.
+    """
+
+    depth: int = 3
+    p_logop: float = 0.8
+    p_and: float = 0.5
+    shuffle_rules: bool = False
+    fix_query: str | None = None
+    fix_op: str | None = None
+    fix_truth_first: bool | None = None
+    fix_truth_second: bool | None = None
+    fix_truth_linear: bool | None = None
+    fix_logop_chain_first: bool | None = None
+    fix_operands_swapped: bool | None = None
+
+    def __post_init__(self):
+        validate(self)
+
+    @property
+    def context_len(self) -> int:
+        return fmt.context_len(self.depth)
+
+    @property
+    def seq_len(self) -> int:
+        return fmt.seq_len(self.depth)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "ProblemConfig":
+        """From a dict or ml_collections ConfigDict; unknown keys are an error naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown problem config key(s) {unknown}; known: {sorted(names)}")
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check(cond: bool, field: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"problem config field '{field}': {message}")
+
+
+def validate(cfg: ProblemConfig) -> None:
+    _check(
+        isinstance(cfg.depth, int) and not isinstance(cfg.depth, bool) and fmt.MIN_DEPTH <= cfg.depth <= fmt.MAX_DEPTH,
+        "depth",
+        f"must be an integer in [{fmt.MIN_DEPTH}, {fmt.MAX_DEPTH}] (3 letters per level must fit in 26), got {cfg.depth!r}",
+    )
+    for name in ("p_logop", "p_and"):
+        p = getattr(cfg, name)
+        _check(isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p <= 1.0, name, f"must be a probability in [0, 1], got {p!r}")
+    _check(isinstance(cfg.shuffle_rules, bool), "shuffle_rules", f"must be a bool, got {cfg.shuffle_rules!r}")
+    _check(cfg.fix_query in (None, "logop", "linear"), "fix_query", f"must be None, 'logop' or 'linear', got {cfg.fix_query!r}")
+    _check(cfg.fix_op in (None, "or", "and"), "fix_op", f"must be None, 'or' or 'and', got {cfg.fix_op!r}")
+    for name in ("fix_truth_first", "fix_truth_second", "fix_truth_linear", "fix_logop_chain_first", "fix_operands_swapped"):
+        value = getattr(cfg, name)
+        _check(value is None or isinstance(value, bool), name, f"must be None, True or False, got {value!r}")
+    # A fixed value that the probabilities make impossible.
+    _check(not (cfg.fix_query == "logop" and cfg.p_logop == 0.0), "fix_query", "'logop' contradicts p_logop=0")
+    _check(not (cfg.fix_query == "linear" and cfg.p_logop == 1.0), "fix_query", "'linear' contradicts p_logop=1")
+    _check(not (cfg.fix_op == "and" and cfg.p_and == 0.0), "fix_op", "'and' contradicts p_and=0")
+    _check(not (cfg.fix_op == "or" and cfg.p_and == 1.0), "fix_op", "'or' contradicts p_and=1")
+    # Chain and operand order are written out only when rules are not shuffled.
+    _check(
+        not (cfg.shuffle_rules and cfg.fix_logop_chain_first is not None),
+        "fix_logop_chain_first",
+        "contradicts shuffle_rules=True (shuffled rules have no chain order)",
+    )
