@@ -1,0 +1,299 @@
+"""Load a Hugging Face Mistral checkpoint directory into our params, streaming one tensor at a time.
+
+A directory holds ``config.json`` and either ``model.safetensors`` or shards
+``model-XXXXX-of-YYYYY.safetensors`` listed by ``model.safetensors.index.json``. Before any
+tensor is read, every shard's header is checked against its file size (truncation), the
+index against the shards, the tensor names against ``params.WEIGHT_TABLE`` (missing, extra)
+and every shape against the config. Then each tensor is read alone from the memory-mapped
+file (``safe_open(framework="numpy")``, which handles bfloat16 via ml_dtypes; no torch),
+transposed and cast to the target dtype in one host copy, and put straight onto its devices
+(``jax.make_array_from_callback`` with the tensor's sharding), so host memory holds at most
+one tensor beyond the params already placed. Every error is a ``CheckpointError`` naming the
+file, tensor or config field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from safetensors import safe_open
+
+from logic_jax.models.mistral import params as weight_table
+from logic_jax.models.mistral.config import MistralConfig
+from logic_jax.models.mistral.modeling import abstract_params
+
+CONFIG_FILE = "config.json"
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be loaded; the message names what is wrong."""
+
+
+class UnsupportedConfigError(CheckpointError):
+    """``config.json`` asks for something this port does not implement (the field is named)."""
+
+
+# ---------------------------------------------------------------- config.json
+
+# Fields that change nothing in an inference forward pass.
+_IGNORED_FIELDS = frozenset(
+    {
+        "_name_or_path", "architectures", "model_type", "transformers_version", "torch_dtype", "dtype",
+        "bos_token_id", "eos_token_id", "pad_token_id", "use_cache", "attention_dropout",
+        "initializer_range", "output_attentions", "output_hidden_states", "return_dict",
+        "max_position_embeddings", "chunk_size_feed_forward", "is_encoder_decoder",
+        "tie_word_embeddings", "hidden_act", "rope_scaling", "rope_parameters", "rope_theta",
+        "attention_bias", "mlp_bias", "id2label", "label2id", "problem_type", "tokenizer_class",
+    }
+)
+_USED_FIELDS = frozenset(
+    {
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "head_dim", "rms_norm_eps", "sliding_window",
+    }
+)
+# transformers' MistralConfig defaults, for fields a config.json leaves out.
+_HF_DEFAULTS = {
+    "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": None, "rms_norm_eps": 1e-6,
+    "sliding_window": 4096, "max_position_embeddings": 131072, "rope_theta": 10000.0,
+    "initializer_range": 0.02,
+}
+
+
+def _refuse(field: str, value: Any, why: str, source: str) -> None:
+    raise UnsupportedConfigError(f"{source}: unsupported {field}={value!r}: {why}")
+
+
+def _rope_theta(hf: dict, source: str) -> float:
+    """Theta from ``rope_parameters`` (transformers >= 5) or top-level ``rope_theta`` (older files)."""
+    if hf.get("rope_scaling") not in (None, {}):
+        _refuse("rope_scaling", hf["rope_scaling"], "only plain rotary embeddings are implemented", source)
+    rope = hf.get("rope_parameters")
+    if rope is None:
+        return float(hf.get("rope_theta", _HF_DEFAULTS["rope_theta"]))
+    if not isinstance(rope, dict):
+        _refuse("rope_parameters", rope, "expected a dict", source)
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        _refuse("rope_parameters.rope_type", rope_type, "only 'default' rotary embeddings are implemented", source)
+    unknown = sorted(set(rope) - {"rope_type", "type", "rope_theta"})
+    if unknown:
+        _refuse(f"rope_parameters.{unknown[0]}", rope[unknown[0]], "only rope_type and rope_theta are implemented", source)
+    return float(rope.get("rope_theta", hf.get("rope_theta", _HF_DEFAULTS["rope_theta"])))
+
+
+def config_from_hf(hf: dict, source: str = CONFIG_FILE) -> MistralConfig:
+    """Our config from a parsed Hugging Face ``config.json``; refuses, by field, what we can't run.
+
+    Mistral-7B v0.1 (rope theta 1e4, sliding window 4096) and v0.3 (32768 vocab, rope theta
+    1e6, no window) both load. Refused: another ``model_type``, a non-SiLU ``hidden_act``,
+    tied embeddings, rope scaling, biases, per-layer ``layer_types``, and any field not known
+    to be harmless (a new field might change the math).
+    """
+    if hf.get("model_type", "mistral") != "mistral":
+        _refuse("model_type", hf["model_type"], "this port runs model_type='mistral' only", source)
+    architectures = hf.get("architectures") or ["MistralForCausalLM"]
+    if "MistralForCausalLM" not in architectures:
+        _refuse("architectures", architectures, "expected MistralForCausalLM", source)
+    if hf.get("hidden_act", "silu") != "silu":
+        _refuse("hidden_act", hf["hidden_act"], "the MLP is SiLU-gated", source)
+    if hf.get("tie_word_embeddings", False):
+        _refuse("tie_word_embeddings", True, "this port has an untied LM head (lm_head.weight)", source)
+    for bias in ("attention_bias", "mlp_bias"):
+        if hf.get(bias, False):
+            _refuse(bias, hf[bias], "Mistral projections have no bias", source)
+    unknown = sorted(set(hf) - _IGNORED_FIELDS - _USED_FIELDS)
+    if unknown:
+        _refuse(unknown[0], hf[unknown[0]], f"not a field this port knows (unknown fields: {unknown})", source)
+
+    def get(field: str) -> Any:  # HF's default when absent; sliding_window may be an explicit null
+        if field in hf and (hf[field] is not None or field == "sliding_window"):
+            return hf[field]
+        return _HF_DEFAULTS[field]
+
+    num_heads = int(get("num_attention_heads"))
+    hidden_size = int(get("hidden_size"))
+    head_dim = hf.get("head_dim") or hidden_size // num_heads
+    num_kv_heads = int(hf.get("num_key_value_heads") or num_heads)
+    sliding_window = get("sliding_window")
+    if sliding_window is not None and (not isinstance(sliding_window, int) or sliding_window < 1):
+        _refuse("sliding_window", sliding_window, "expected a positive int or null", source)
+    if num_heads % num_kv_heads:
+        _refuse("num_key_value_heads", num_kv_heads, f"must divide num_attention_heads={num_heads}", source)
+    if head_dim % 2:
+        _refuse("head_dim", head_dim, "rotary embeddings need an even head_dim", source)
+    return MistralConfig(
+        vocab_size=int(get("vocab_size")),
+        hidden_size=hidden_size,
+        intermediate_size=int(get("intermediate_size")),
+        num_layers=int(get("num_hidden_layers")),
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        head_dim=int(head_dim),
+        rms_norm_eps=float(get("rms_norm_eps")),
+        rope_theta=_rope_theta(hf, source),
+        sliding_window=sliding_window,
+        max_position_embeddings=int(get("max_position_embeddings")),
+        initializer_range=float(get("initializer_range")),
+    )
+
+
+def _checkpoint_dir(checkpoint_dir: str | os.PathLike) -> Path:
+    path = Path(checkpoint_dir)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint directory {str(path)!r} does not exist or is not a directory")
+    return path
+
+
+def read_config(checkpoint_dir: str | os.PathLike) -> MistralConfig:
+    """Our config from ``checkpoint_dir/config.json``."""
+    path = _checkpoint_dir(checkpoint_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (a Hugging Face checkpoint directory has a config.json)")
+    try:
+        hf = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    return config_from_hf(hf, source=str(path))
+
+
+# ---------------------------------------------------------------- safetensors files
+
+
+def read_safetensors_header(path: Path) -> dict[str, dict]:
+    """Tensor entries ``{name: {"dtype", "shape", "data_offsets"}}`` of one file, checked for truncation."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: truncated: {size} bytes, not even the 8-byte header length")
+        (header_len,) = struct.unpack("<Q", head)
+        if 8 + header_len > size:
+            raise CheckpointError(f"{path}: truncated: header says {header_len} header bytes, file has {size} bytes")
+        try:
+            header = json.loads(f.read(header_len))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"{path}: corrupt safetensors header ({err})") from err
+    header.pop("__metadata__", None)
+    data_end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
+    expected = 8 + header_len + data_end
+    if size < expected:
+        raise CheckpointError(f"{path}: truncated: the header needs {expected} bytes, the file has {size}")
+    return header
+
+
+def locate_tensors(checkpoint_dir: str | os.PathLike) -> dict[str, tuple[Path, dict]]:
+    """``{tensor name: (file, header entry)}`` over the single file or every indexed shard."""
+    directory = _checkpoint_dir(checkpoint_dir)
+    index_path = directory / INDEX_FILE
+    if index_path.is_file():
+        try:
+            weight_map = json.loads(index_path.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{index_path}: not a safetensors index with a 'weight_map' ({err!r})") from err
+        files = sorted(set(weight_map.values()))
+    elif (directory / SINGLE_FILE).is_file():
+        weight_map, files = None, [SINGLE_FILE]
+    else:
+        raise CheckpointError(f"{directory}: no {SINGLE_FILE} and no {INDEX_FILE} (sharded) found")
+
+    located: dict[str, tuple[Path, dict]] = {}
+    for file_name in files:
+        path = directory / file_name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: listed in {INDEX_FILE} but missing")
+        for name, entry in read_safetensors_header(path).items():
+            if name in located:
+                raise CheckpointError(f"tensor {name!r} is stored twice: in {located[name][0]} and {path}")
+            located[name] = (path, entry)
+    if weight_map is not None:
+        for name, file_name in weight_map.items():
+            if name not in located or located[name][0].name != file_name:
+                raise CheckpointError(f"{index_path}: lists tensor {name!r} in {file_name}, which does not hold it")
+        unlisted = sorted(set(located) - set(weight_map))
+        if unlisted:
+            raise CheckpointError(f"{index_path}: shards hold tensors the index does not list: {unlisted[:10]}")
+    return located
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(repr(n) for n in names[:10])
+    return shown + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+
+
+def plan_load(config: MistralConfig, located: dict[str, tuple[Path, dict]], dtype) -> list[tuple]:
+    """Check names and shapes; return ``(hf name, file, our path, transform, our shape)`` in file order."""
+    expected = {name: (path, transform) for name, path, transform in weight_table.expected_hf_names(config.num_layers)}
+    missing = sorted(set(expected) - set(located))
+    if missing:
+        raise CheckpointError(f"checkpoint is missing tensor(s) {_names(missing)}")
+    extra = sorted(set(located) - set(expected))
+    if extra:
+        raise CheckpointError(f"checkpoint has unexpected tensor(s) {_names(extra)} (not in params.WEIGHT_TABLE)")
+
+    abstract = abstract_params(config, dtype)
+    plan = []
+    for name, (path, transform) in expected.items():
+        file, entry = located[name]
+        our_shape = tuple(weight_table.get_path(abstract, path).shape)
+        want = transform.hf_shape(our_shape)
+        if tuple(entry["shape"]) != want:
+            raise CheckpointError(
+                f"tensor {name!r} in {file} has shape {tuple(entry['shape'])}, expected {want} from the config"
+            )
+        plan.append((name, file, path, transform, our_shape, entry["data_offsets"][0]))
+    plan.sort(key=lambda row: (str(row[1]), row[5]))  # sequential reads through each file
+    return [row[:5] for row in plan]
+
+
+def _place(host: np.ndarray, sharding) -> jax.Array:
+    if sharding is None:
+        return jax.device_put(host).block_until_ready()
+    # Each device receives only its slice; block so the host copy can be freed before the next.
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index]).block_until_ready()
+
+
+def load_params(
+    checkpoint_dir: str | os.PathLike,
+    dtype=jnp.bfloat16,
+    shardings: Any = None,
+    config: MistralConfig | None = None,
+) -> tuple[MistralConfig, dict]:
+    """``(config, params)`` from a Hugging Face checkpoint directory.
+
+    ``dtype``: target dtype of every param (cast per tensor while streaming). ``shardings``: a
+    pytree of ``jax.sharding.Sharding`` shaped like the params (see ``sharding.param_shardings``),
+    or None for the default device.
+    """
+    config = config or read_config(checkpoint_dir)
+    plan = plan_load(config, locate_tensors(checkpoint_dir), dtype)
+    np_dtype = np.dtype(dtype)
+    params = jax.tree.map(lambda _: None, abstract_params(config, dtype))
+    handles: dict[Path, Any] = {}
+    try:
+        for name, file, path, transform, our_shape in plan:
+            if file not in handles:
+                handles.clear()  # plan is grouped by file: close the previous one
+                handles[file] = safe_open(file, framework="numpy")
+            try:
+                tensor = handles[file].get_tensor(name)
+            except Exception as err:  # safetensors raises its own error types
+                raise CheckpointError(f"{file}: cannot read tensor {name!r} ({err})") from err
+            host = transform.to_ours(tensor, our_shape, np_dtype)
+            del tensor
+            sharding = weight_table.get_path(shardings, path) if shardings is not None else None
+            weight_table.set_path(params, path, _place(host, sharding))
+            del host
+    finally:
+        handles.clear()
+    return config, params

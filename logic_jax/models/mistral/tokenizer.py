@@ -1,0 +1,111 @@
+"""Text <-> token ids for a Mistral checkpoint, checked against the model's vocabulary.
+
+Sources:
+
+* ``"auto"``: the tokenizer saved in the checkpoint directory (``AutoTokenizer``), or, when
+  the directory has none, the Mistral-7B-v0.1 sentencepiece model that mistral-common ships.
+* ``"directory"``: the checkpoint directory's tokenizer, required.
+* ``"mistral_v1"``: ``mistral_common/data/tokenizer.model.v1`` (32000 pieces, Mistral-7B v0.1).
+* ``"mistral_v3"``: ``mistral_common/data/mistral_instruct_tokenizer_240323.model.v3``
+  (32768 pieces, the v0.3 vocabulary).
+
+Whatever the source, its size must equal ``config.vocab_size``, else ``TokenizerMismatchError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import os
+from pathlib import Path
+from typing import Callable
+
+from logic_jax.models.mistral.config import MistralConfig
+from logic_jax.models.mistral.loading import CheckpointError
+
+SOURCES = ("auto", "directory", "mistral_v1", "mistral_v3")
+_SHIPPED = {
+    "mistral_v1": "tokenizer.model.v1",
+    "mistral_v3": "mistral_instruct_tokenizer_240323.model.v3",
+}
+# Any of these in a checkpoint directory means it ships its own tokenizer.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+
+
+class TokenizerMismatchError(CheckpointError):
+    """The tokenizer's vocabulary is not the model's."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Tokenizer:
+    """The few operations generation needs, whatever library is underneath."""
+
+    encode: Callable[[str], list[int]]  # adds the BOS token
+    decode: Callable[[list[int]], str]
+    vocab_size: int
+    bos_id: int | None
+    eos_id: int | None
+    source: str  # where it came from, for messages
+
+
+def shipped_tokenizer_path(name: str = "mistral_v1") -> Path:
+    """Path of a sentencepiece model inside the installed mistral-common package."""
+    return Path(str(importlib.resources.files("mistral_common") / "data" / _SHIPPED[name]))
+
+
+def sentencepiece_tokenizer(model_file: str | os.PathLike) -> Tokenizer:
+    """A sentencepiece ``.model`` file (Mistral's native format); encode prepends BOS."""
+    import sentencepiece
+
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(model_file))
+    bos = processor.bos_id()
+    return Tokenizer(
+        encode=lambda text: [bos] + processor.encode(text),
+        decode=lambda ids: processor.decode(list(ids)),
+        vocab_size=processor.vocab_size(),
+        bos_id=bos,
+        eos_id=processor.eos_id(),
+        source=str(model_file),
+    )
+
+
+def directory_tokenizer(checkpoint_dir: str | os.PathLike) -> Tokenizer:
+    """``transformers.AutoTokenizer`` saved in the checkpoint directory (local files only)."""
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(str(checkpoint_dir), local_files_only=True)
+    return Tokenizer(
+        encode=lambda text: hf.encode(text, add_special_tokens=True),
+        decode=lambda ids: hf.decode(list(ids), skip_special_tokens=True),
+        vocab_size=len(hf),
+        bos_id=hf.bos_token_id,
+        eos_id=hf.eos_token_id,
+        source=f"AutoTokenizer({checkpoint_dir})",
+    )
+
+
+def has_tokenizer(checkpoint_dir: str | os.PathLike) -> bool:
+    return any((Path(checkpoint_dir) / name).is_file() for name in _TOKENIZER_FILES)
+
+
+def check_vocab(tokenizer: Tokenizer, config: MistralConfig) -> Tokenizer:
+    """Raise ``TokenizerMismatchError`` unless the tokenizer covers exactly the model's vocabulary."""
+    if tokenizer.vocab_size != config.vocab_size:
+        raise TokenizerMismatchError(
+            f"tokenizer {tokenizer.source} has {tokenizer.vocab_size} tokens but the model's "
+            f"config.vocab_size is {config.vocab_size}: they do not belong together"
+        )
+    return tokenizer
+
+
+def load_tokenizer(checkpoint_dir: str | os.PathLike, config: MistralConfig, source: str = "auto") -> Tokenizer:
+    """The tokenizer for a checkpoint (see the module docstring for ``source``), vocab-checked."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown tokenizer source {source!r}; choose one of {SOURCES}")
+    if source == "directory" and not has_tokenizer(checkpoint_dir):
+        raise CheckpointError(f"{checkpoint_dir}: no tokenizer files ({', '.join(_TOKENIZER_FILES)})")
+    if source == "directory" or (source == "auto" and has_tokenizer(checkpoint_dir)):
+        tokenizer = directory_tokenizer(checkpoint_dir)
+    else:
+        tokenizer = sentencepiece_tokenizer(shipped_tokenizer_path("mistral_v1" if source == "auto" else source))
+    return check_vocab(tokenizer, config)
