@@ -1,0 +1,223 @@
+"""The small decoder-only transformer of Part 1 (GPT-2-like), with TransformerLens-named hooks.
+
+Pre-LayerNorm blocks, GELU MLP, learned positional embeddings, causal attention, untied
+unembedding. Weights use TransformerLens layouts (``W_Q`` [d_model, n_heads, d_head],
+``W_O`` [n_heads, d_head, d_model]) so per-head analyses index a head axis directly.
+
+Two ways in:
+
+* ``GPT(cfg, rngs=...)`` is an ``nnx.Module``: ``model(tokens, hooks)`` -> logits;
+* ``init_params(key, cfg)`` and ``make_forward(cfg)`` are the pure, functional form the
+  trainer and the interpretability code use: ``params`` is a plain nested dict of arrays
+  (``nnx.to_pure_dict``; layer ``i`` is ``params["blocks"][i]``), so seeds stack with
+  ``jax.vmap`` and checkpoint as ordinary pytrees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Iterable, Mapping
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from logic_jax.interp.hooks import Hooks, Patch, block_site, site_names
+from logic_jax.problem import format as fmt
+
+Array = jax.Array
+Params = dict  # nested dict of arrays, as nnx.to_pure_dict gives
+
+
+class GPTConfigError(ValueError):
+    """A model config that cannot be built; the message names the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+    """Model shape. Frozen and hashable: a static argument of jit."""
+
+    vocab_size: int = fmt.VOCAB_SIZE
+    max_len: int = fmt.seq_len(3)  # positional embeddings; at least the problem's seq_len
+    n_layers: int = 3
+    n_heads: int = 3
+    d_model: int = 96
+    d_mlp: int = 384
+    ln_eps: float = 1e-5
+    init_std: float = 0.02  # GPT-2's normal init
+
+    def __post_init__(self):
+        for name in ("vocab_size", "max_len", "n_layers", "n_heads", "d_model", "d_mlp"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise GPTConfigError(f"model config field '{name}': must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise GPTConfigError(
+                f"model config field 'd_model': {self.d_model} is not divisible by n_heads={self.n_heads}"
+            )
+        if not self.ln_eps > 0:
+            raise GPTConfigError(f"model config field 'ln_eps': must be > 0, got {self.ln_eps!r}")
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "GPTConfig":
+        """From a dict or ConfigDict; unknown keys are an error naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise GPTConfigError(f"unknown model config key(s) {unknown}; known: {sorted(names)}")
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def sites(cfg: GPTConfig) -> tuple[str, ...]:
+    """Every hook site the model calls, in forward order (pass as ``known=`` to ``Hooks``)."""
+    return site_names(cfg.n_layers)
+
+
+def _no_hooks(name: str, x: Array) -> Array:
+    return x
+
+
+def _normal(cfg: GPTConfig, std: float | None = None):
+    return nnx.initializers.normal(cfg.init_std if std is None else std)
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: GPTConfig, layer: int, *, rngs: nnx.Rngs):
+        d, h, e = cfg.d_model, cfg.n_heads, cfg.d_head
+        init = _normal(cfg)
+        # GPT-2 scales the residual-writing projections by 1/sqrt(2 n_layers).
+        out_init = _normal(cfg, cfg.init_std / math.sqrt(2 * cfg.n_layers))
+        self.W_Q = nnx.Param(init(rngs.params(), (d, h, e)))
+        self.W_K = nnx.Param(init(rngs.params(), (d, h, e)))
+        self.W_V = nnx.Param(init(rngs.params(), (d, h, e)))
+        self.W_O = nnx.Param(out_init(rngs.params(), (h, e, d)))
+        self.b_Q = nnx.Param(jnp.zeros((h, e)))
+        self.b_K = nnx.Param(jnp.zeros((h, e)))
+        self.b_V = nnx.Param(jnp.zeros((h, e)))
+        self.b_O = nnx.Param(jnp.zeros((d,)))
+        self.layer = layer
+        self.scale = 1.0 / math.sqrt(e)
+
+    def __call__(self, x: Array, hooks) -> Array:
+        site = functools.partial(block_site, self.layer)
+        q = hooks(site("hook_q"), jnp.einsum("bpd,dhe->bphe", x, self.W_Q[...]) + self.b_Q[...])
+        k = hooks(site("hook_k"), jnp.einsum("bpd,dhe->bphe", x, self.W_K[...]) + self.b_K[...])
+        v = hooks(site("hook_v"), jnp.einsum("bpd,dhe->bphe", x, self.W_V[...]) + self.b_V[...])
+        scores = jnp.einsum("bqhe,bkhe->bhqk", q, k) * self.scale
+        n = x.shape[1]
+        causal = jnp.tril(jnp.ones((n, n), bool))
+        # A finite fill (not -inf) keeps cached scores usable in means and plots.
+        scores = hooks(site("hook_attn_scores"), jnp.where(causal, scores, jnp.asarray(-1e9, scores.dtype)))
+        pattern = hooks(site("hook_pattern"), jax.nn.softmax(scores, axis=-1))
+        z = hooks(site("hook_z"), jnp.einsum("bhqk,bkhe->bqhe", pattern, v))
+        return jnp.einsum("bqhe,hed->bqd", z, self.W_O[...]) + self.b_O[...]
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs):
+        self.W_in = nnx.Param(_normal(cfg)(rngs.params(), (cfg.d_model, cfg.d_mlp)))
+        self.b_in = nnx.Param(jnp.zeros((cfg.d_mlp,)))
+        out_std = cfg.init_std / math.sqrt(2 * cfg.n_layers)
+        self.W_out = nnx.Param(_normal(cfg, out_std)(rngs.params(), (cfg.d_mlp, cfg.d_model)))
+        self.b_out = nnx.Param(jnp.zeros((cfg.d_model,)))
+
+    def __call__(self, x: Array) -> Array:
+        # tanh GELU, as GPT-2.
+        return jax.nn.gelu(x @ self.W_in[...] + self.b_in[...], approximate=True) @ self.W_out[...] + self.b_out[...]
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: GPTConfig, layer: int, *, rngs: nnx.Rngs):
+        self.ln1 = nnx.LayerNorm(cfg.d_model, epsilon=cfg.ln_eps, rngs=rngs)
+        self.attn = Attention(cfg, layer, rngs=rngs)
+        self.ln2 = nnx.LayerNorm(cfg.d_model, epsilon=cfg.ln_eps, rngs=rngs)
+        self.mlp = MLP(cfg, rngs=rngs)
+        self.layer = layer
+
+    def __call__(self, x: Array, hooks) -> Array:
+        site = functools.partial(block_site, self.layer)
+        x = hooks(site("hook_resid_pre"), x)
+        x = hooks(site("hook_resid_mid"), x + hooks(site("hook_attn_out"), self.attn(self.ln1(x), hooks)))
+        return hooks(site("hook_resid_post"), x + hooks(site("hook_mlp_out"), self.mlp(self.ln2(x))))
+
+
+class GPT(nnx.Module):
+    def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.W_E = nnx.Param(_normal(cfg)(rngs.params(), (cfg.vocab_size, cfg.d_model)))
+        self.W_pos = nnx.Param(_normal(cfg, 0.01)(rngs.params(), (cfg.max_len, cfg.d_model)))
+        # A Python loop over layers, so every site has its own name.
+        self.blocks = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.n_layers)])
+        self.ln_final = nnx.LayerNorm(cfg.d_model, epsilon=cfg.ln_eps, rngs=rngs)
+        self.W_U = nnx.Param(_normal(cfg)(rngs.params(), (cfg.d_model, cfg.vocab_size)))
+        self.b_U = nnx.Param(jnp.zeros((cfg.vocab_size,)))
+
+    def __call__(self, tokens: Array, hooks: Hooks | None = None) -> Array:
+        """int tokens [B, L] (L <= max_len) -> float32 logits [B, L, vocab]."""
+        hooks = _no_hooks if hooks is None else hooks
+        length = tokens.shape[-1]
+        if length > self.cfg.max_len:
+            raise ValueError(f"sequence length {length} exceeds the model's max_len={self.cfg.max_len}")
+        embed = hooks("hook_embed", self.W_E[...][tokens])
+        pos = hooks("hook_pos_embed", jnp.broadcast_to(self.W_pos[...][:length], embed.shape))
+        x = embed + pos
+        for block in self.blocks:
+            x = block(x, hooks)
+        return self.ln_final(x) @ self.W_U[...] + self.b_U[...]
+
+
+# --- The functional form ---------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _abstract(cfg: GPTConfig):
+    """Graph definition and abstract state, without allocating weights."""
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0))))
+    return graphdef, state
+
+
+def init_params(key: Array, cfg: GPTConfig) -> Params:
+    """Fresh parameters as a nested dict of arrays (deterministic in ``key``)."""
+    _, state = nnx.split(GPT(cfg, rngs=nnx.Rngs(params=key)))
+    return nnx.to_pure_dict(state)
+
+
+def abstract_params(cfg: GPTConfig) -> Params:
+    """``jax.ShapeDtypeStruct``s of ``init_params``' output (for checkpoint restore)."""
+    return jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), cfg))
+
+
+def bind(cfg: GPTConfig, params: Params) -> GPT:
+    """An ``nnx`` module holding ``params`` (e.g. to call it with a ``Hooks`` object)."""
+    graphdef, state = _abstract(cfg)
+    state = jax.tree.map(lambda x: x, state)  # a copy: replace_by_pure_dict edits in place
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(graphdef, state)
+
+
+def make_forward(cfg: GPTConfig):
+    """The pure ``forward(params, tokens, patches=None, cache=()) -> (logits, {site: x})``.
+
+    ``patches`` maps site names to ``Patch``es (arrays inside may be traced, so a sweep of
+    patches is one ``vmap``); ``cache`` names the sites whose activations come back. An unknown
+    site in either is a ``KeyError``.
+    """
+    known = sites(cfg)
+
+    def forward(params: Params, tokens: Array, patches: Mapping[str, Patch] | None = None, cache: Iterable[str] = ()):
+        hooks = Hooks(patches, cache, known=known)
+        logits = bind(cfg, params)(tokens, hooks)
+        return logits, hooks.cache
+
+    return forward
+
+
+def param_count(params: Params) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(params))
