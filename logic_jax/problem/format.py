@@ -83,6 +83,10 @@ def branches_used(is_and: bool, truth_first: bool, truth_second: bool) -> tuple[
     return True, True
 
 
+class ParseError(ValueError):
+    """A token sequence that is not a well-formed problem; the message says where."""
+
+
 # --- Layout and lengths ------------------------------------------------------------------
 MIN_DEPTH, MAX_DEPTH = 2, 8  # 3 letters per level must fit in 26
 RULE_LEN = 4  # p IMPLIES q .
@@ -145,7 +149,7 @@ def depth_of_context(length: int) -> int:
         if context_len(depth) == length:
             return depth
     valid = {d: context_len(d) for d in range(MIN_DEPTH, MAX_DEPTH + 1)}
-    raise ValueError(f"context of length {length} matches no depth (lengths by depth: {valid})")
+    raise ParseError(f"context of length {length} matches no depth (lengths by depth: {valid})")
 
 
 # --- Parsed form -------------------------------------------------------------------------
@@ -178,10 +182,6 @@ class Context:
             out += [letter, TRUE if value else FALSE, DOT]
         out += [END_FACTS, QUESTION, self.query, DOT, END_QUESTION, ANSWER]
         return out
-
-
-class ParseError(ValueError):
-    """A token sequence that is not a well-formed problem; the message says where."""
 
 
 def _name(token: int) -> str:

@@ -1,0 +1,63 @@
+r"""Sample problems with the JAX sampler (the training code path) and write them out.
+
+    python launch/sample.py --num=5 --depth=3                      # JSONL on stdout
+    python launch/sample.py --num=1000000 --format=npz --out=problems.npz
+"""
+
+import json
+import sys
+
+from absl import app, flags
+
+from logic_jax.problem.config import ConfigError, ProblemConfig
+
+FLAGS = flags.DEFINE_integer("num", 10, "How many problems.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "PRNG seed; the same seed gives the same problems.")
+flags.DEFINE_integer("depth", 3, "Chain depth d, 2 to 8.")
+flags.DEFINE_float("p_logop", 0.8, "Probability that the LogOp chain is queried.")
+flags.DEFINE_float("p_and", 0.5, "Probability that the LogOp rule uses AND (else OR).")
+flags.DEFINE_bool("shuffle_rules", False, "Shuffle all rules together.")
+flags.DEFINE_enum("format", "jsonl", ["jsonl", "npz"], "Output format.")
+flags.DEFINE_string("out", None, "Output path; JSONL goes to stdout when unset.")
+flags.DEFINE_integer("chunk", 65536, "Problems per compiled call (bounds host memory).", lower_bound=1)
+F = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    try:
+        cfg = ProblemConfig(depth=F.depth, p_logop=F.p_logop, p_and=F.p_and, shuffle_rules=F.shuffle_rules)
+    except ConfigError as e:
+        raise app.UsageError(str(e)) from e
+    if F.format == "npz" and not F.out:
+        raise app.UsageError("--format=npz needs --out=FILE.npz")
+
+    import jax  # after flag parsing, so --help and usage errors are instant
+    import numpy as np
+    from tqdm import tqdm
+
+    from logic_jax.problem.records import batch_arrays, iter_records
+    from logic_jax.problem.sampler import sample
+
+    key = jax.random.key(F.seed)
+    chunks = [min(F.chunk, F.num - start) for start in range(0, F.num, F.chunk)]
+    out = open(F.out, "w") if (F.out and F.format == "jsonl") else sys.stdout
+    arrays = []
+    with tqdm(total=F.num, unit="problem", disable=len(chunks) == 1, file=sys.stderr) as bar:
+        for i, size in enumerate(chunks):
+            batch = jax.device_get(sample(jax.random.fold_in(key, i), cfg, size))
+            if F.format == "jsonl":
+                for record in iter_records(batch, cfg.context_len):
+                    out.write(json.dumps(record) + "\n")
+            else:
+                arrays.append(batch_arrays(batch))
+            bar.update(size)
+    if F.format == "npz":
+        merged = {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
+        np.savez_compressed(F.out, config=json.dumps(cfg.to_dict()), **merged)
+    elif out is not sys.stdout:
+        out.close()
+
+
+if __name__ == "__main__":
+    app.run(main)

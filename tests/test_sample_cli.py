@@ -1,0 +1,70 @@
+"""launch/sample.py end to end: JSONL and NPZ output, the same problems as the sampler, bad flags."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from logic_jax.problem import format as fmt
+from logic_jax.problem import oracle
+from logic_jax.problem.config import ProblemConfig
+from logic_jax.problem.records import read_jsonl
+from logic_jax.problem.sampler import sample
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, os.path.join(ROOT, "launch", "sample.py"), *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_jsonl_on_stdout_is_the_sampler_output():
+    proc = run("--num=40", "--seed=5", "--depth=4", "--p_and=0.7", "--shuffle_rules")
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(records) == 40
+    cfg = ProblemConfig(depth=4, p_and=0.7, shuffle_rules=True)
+    expected = jax.device_get(sample(jax.random.fold_in(jax.random.key(5), 0), cfg, 40))
+    for i, r in enumerate(records):
+        assert r["context"] == expected.tokens[i, : cfg.context_len].tolist()
+        assert r["answer"] == oracle.prove(r["context"]) and r["answer"][-1] == fmt.EOS
+        assert r["text"] == fmt.render(r["context"], r["answer"])
+        assert r["case_name"] == fmt.CASE_NAMES[oracle.case_of(r["context"])]
+        assert r["first_answer"] == r["answer"][0]
+
+
+def test_jsonl_and_npz_files(tmp_path):
+    path = tmp_path / "p.jsonl"
+    assert run("--num=70000", "--chunk=50000", f"--out={path}").returncode == 0
+    problems = read_jsonl(str(path))
+    assert len(problems) == 70000
+    assert len({tuple(c) for c, _ in problems}) > 69000  # two chunks, different keys
+    npz = tmp_path / "p.npz"
+    proc = run("--num=300", "--format=npz", f"--out={npz}", "--depth=2")
+    assert proc.returncode == 0, proc.stderr
+    data = np.load(npz)
+    assert data["tokens"].shape == (300, fmt.seq_len(2))
+    assert json.loads(str(data["config"]))["depth"] == 2
+    for tokens, mask in zip(data["tokens"], data["answer_mask"]):
+        assert oracle.validate(tokens[: fmt.context_len(2)], tokens[mask])
+
+
+def test_bad_flags_name_the_field(tmp_path):
+    proc = run("--depth=1")
+    assert proc.returncode != 0 and "'depth'" in proc.stderr
+    proc = run("--p_logop=1.5")
+    assert proc.returncode != 0 and "'p_logop'" in proc.stderr
+    proc = run("--format=npz")
+    assert proc.returncode != 0 and "--out" in proc.stderr
+
+
+def test_read_jsonl_errors_name_the_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"context": [1, 2], "answer": [3]}\n{"text": "no ids"}\n')
+    with pytest.raises(ValueError, match=f"{path}:2"):
+        read_jsonl(str(path))
