@@ -18,9 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from logic_jax.models.mistral.loading import CheckpointError, load_params, read_config
-from logic_jax.models.mistral.modeling import make_forward
+from logic_jax.models.mistral.modeling import abstract_params, make_forward
 from logic_jax.models.mistral.sharding import MODES, batch_sharding, make_mesh, param_shardings
-from logic_jax.models.mistral.modeling import abstract_params
 from logic_jax.models.mistral.tokenizer import load_tokenizer
 
 DTYPES = {"bfloat16": jnp.bfloat16, "float32": jnp.float32}
@@ -89,7 +88,8 @@ def generate_text(
     if log:
         log(f"loaded {checkpoint} in {time.perf_counter() - start:.1f}s ({dtype}, mesh={mesh})")
 
-    tokens, attention_mask = left_pad([text_tokenizer.encode(p) for p in prompts])
+    prompt_ids = [text_tokenizer.encode(p) for p in prompts]
+    tokens, attention_mask = left_pad(prompt_ids)
     if device_mesh is not None:
         placement = batch_sharding(device_mesh, len(prompts))
         tokens, attention_mask = jax.device_put(tokens, placement), jax.device_put(attention_mask, placement)
@@ -102,4 +102,17 @@ def generate_text(
     new_tokens = np.asarray(greedy_decode(make_forward(config), params, tokens, attention_mask, max_new_tokens))
     if log:
         log(f"generated {max_new_tokens} tokens x {len(prompts)} prompts in {time.perf_counter() - start:.1f}s")
-    return [text_tokenizer.decode(cut_at_eos(row, text_tokenizer.eos_id)) for row in new_tokens]
+    return [
+        continuation_text(text_tokenizer.decode, ids, cut_at_eos(row, text_tokenizer.eos_id))
+        for ids, row in zip(prompt_ids, new_tokens)
+    ]
+
+
+def continuation_text(decode, prompt_ids: list[int], new_ids: list[int]) -> str:
+    """The text the new tokens add to the prompt's text.
+
+    Decoding the new ids alone would drop the space a sentencepiece piece carries at its start.
+    """
+    prompt_text = decode(prompt_ids)
+    full_text = decode(list(prompt_ids) + list(new_ids))
+    return full_text[len(prompt_text) :] if full_text.startswith(prompt_text) else decode(new_ids)

@@ -6,8 +6,10 @@ Numerics follow transformers' ``MistralForCausalLM`` (eager attention):
 * bfloat16 params: embeddings, projections, rotary and MLP in bfloat16 (matmuls accumulate in
   float32); RMSNorm statistics, attention scores and softmax in float32, the pattern cast back
   to bfloat16 before it weighs the values, as PyTorch does. Logits are always float32.
-  Tested: bf16 logits stay within 0.05 (max abs) of the float32 reference, and within
-  1.5x PyTorch's own bf16 error plus 0.01 (see tests/test_mistral_port.py).
+  Tested bf16 tolerance, against the float32 PyTorch reference on logits of magnitude ~5:
+  max abs error <= 0.25, and mean abs error <= 1.25x PyTorch's own bf16 mean error + 1e-3
+  (tests/test_mistral_port.py); typical measured: port 0.014 mean / 0.10-0.15 max,
+  PyTorch bf16 0.014 mean / 0.09-0.10 max.
 
 The compute dtype is the params' dtype, so one graphdef serves both.
 
