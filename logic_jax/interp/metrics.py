@@ -1,0 +1,55 @@
+"""Patching metrics of paper.md: the logit difference and the normalised effect."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Array = Any
+
+
+def logit_diff(logits: Array, pos: Array | int, tok_a: Array, tok_b: Array) -> Array:
+    """``logits[b, pos[b], tok_a[b]] - logits[b, pos[b], tok_b[b]]``, shape ``[B]``.
+
+    ``logits [B, L, V]``; ``pos`` an int or ``[B]`` (the scored position: the one predicting
+    the first answer token); ``tok_a``, ``tok_b`` ``[B]`` (clean and counterfactual first tokens).
+    """
+    batch = logits.shape[0]
+    pos = jnp.broadcast_to(jnp.asarray(pos), (batch,))
+    rows = jnp.arange(batch)
+    scored = logits[rows, pos]  # [B, V]
+    return scored[rows, tok_a] - scored[rows, tok_b]
+
+
+def normalized_effect(patched: Array, clean: Array, cf: Array) -> Array:
+    """``(patched - clean) / (cf - clean)``: 0 is no effect, 1 a full flip to the counterfactual.
+
+    Pass means over the pairs (``mean LD``), as paper.md does; ``patched`` may be a whole sweep.
+    """
+    return (patched - clean) / (cf - clean)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LogitDiff:
+    """The mean logit difference as a pytree callable: ``LogitDiff(pos, tok_a, tok_b)(logits)``.
+
+    Being a pytree (arrays as leaves), it passes into a compiled sweep as data, so one
+    compilation serves every batch of the same shape. ``reduce="none"`` gives ``[B]``.
+    """
+
+    pos: Array  # int32 [B] (or scalar)
+    tok_a: Array  # int32 [B]: the clean run's correct token
+    tok_b: Array  # int32 [B]: the counterfactual run's correct token
+    reduce: str = dataclasses.field(default="mean", metadata=dict(static=True))
+
+    def __call__(self, logits: Array) -> Array:
+        ld = logit_diff(logits, self.pos, self.tok_a, self.tok_b)
+        if self.reduce == "mean":
+            return ld.mean()
+        if self.reduce == "none":
+            return ld
+        raise ValueError(f"LogitDiff.reduce must be 'mean' or 'none', got {self.reduce!r}")
