@@ -16,7 +16,7 @@ def _step(p, q, truth):
 
 
 def sample_problem(rng: random.Random, depth: int = 3, p_logop: float = 0.8, p_and: float = 0.5):
-    """(context, answer) id lists of one problem."""
+    """(context, answer, case): the id lists of one problem and its index in format.CASE_NAMES."""
     d = depth
     letters = rng.sample(range(fmt.NUM_LETTERS), 3 * d)
     a, b, c = letters[:d], letters[d : 2 * d], letters[2 * d :]
@@ -46,7 +46,7 @@ def sample_problem(rng: random.Random, depth: int = 3, p_logop: float = 0.8, p_a
         answer = [c[0], fmt.TRUE if t else fmt.FALSE, fmt.DOT]
         for i in range(d - 1):
             answer += _step(c[i], c[i + 1], t)
-        return context, answer + [fmt.EOS]
+        return context, answer + [fmt.EOS], 0
     t1, t2 = truth[first[0]], truth[second[0]]
     use1, use2 = fmt.branches_used(is_and, t1, t2)
     branches = [(first, t1)] * use1 + [(second, t2)] * use2
@@ -59,16 +59,25 @@ def sample_problem(rng: random.Random, depth: int = 3, p_logop: float = 0.8, p_a
             answer += _step(chain[i], chain[i + 1], t)
     value = (t1 and t2) if is_and else (t1 or t2)
     answer += [first[d - 2], op, second[d - 2], fmt.IMPLIES, a[d - 1], fmt.SEMI, a[d - 1], fmt.TRUE if value else fmt.UNDETERMINED, fmt.DOT]
-    return context, answer + [fmt.EOS]
+    return context, answer + [fmt.EOS], fmt.case_id(True, is_and, t1, t2)
 
 
 def sample_arrays(seed: int, num: int, depth: int = 3):
-    """``num`` problems as padded [num, seq_len] token rows, like the JAX sampler's output."""
+    """``num`` problems as the JAX sampler returns them: padded token rows, the answer mask,
+    the first answer token and the case, as numpy arrays."""
+    import numpy as np
+
     rng = random.Random(seed)
-    length = fmt.seq_len(depth)
-    rows = []
+    length, context_len = fmt.seq_len(depth), fmt.context_len(depth)
+    rows, answer_lens, firsts, cases = [], [], [], []
     for _ in range(num):
-        context, answer = sample_problem(rng, depth)
-        row = context + answer
-        rows.append(row + [fmt.PAD] * (length - len(row)))
-    return rows
+        context, answer, case = sample_problem(rng, depth)
+        rows.append(context + answer + [fmt.PAD] * (length - len(context) - len(answer)))
+        answer_lens.append(len(answer))
+        firsts.append(answer[0])
+        cases.append(case)
+    tokens = np.array(rows, np.int32)
+    pos = np.arange(length)[None, :]
+    answer_len = np.array(answer_lens, np.int32)
+    answer_mask = (pos >= context_len) & (pos < context_len + answer_len[:, None])
+    return dict(tokens=tokens, answer_mask=answer_mask, answer_len=answer_len, first_answer=np.array(firsts, np.int32), case=np.array(cases, np.int32))

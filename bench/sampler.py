@@ -34,18 +34,16 @@ def make_problems(impl: str, num: int, depth: int, chunk: int) -> int:
     if impl == "python":
         from bench.python_sampler import sample_arrays
 
-        return sum(r[0] for r in sample_arrays(0, num, depth))
+        return int(sample_arrays(0, num, depth)["tokens"][:, 0].sum())
     import jax
-    import numpy as np
-
     from logic_jax.problem.config import ProblemConfig
     from logic_jax.problem.sampler import sample
 
     cfg = ProblemConfig(depth=depth)
     total, key = 0, jax.random.key(0)
     for i, start in enumerate(range(0, num, chunk)):
-        tokens = np.asarray(sample(jax.random.fold_in(key, i), cfg, min(chunk, num - start)).tokens)
-        total += int(tokens[:, 0].sum())
+        batch = jax.device_get(sample(jax.random.fold_in(key, i), cfg, min(chunk, num - start)))
+        total += int(batch.tokens[:, 0].sum())
     return total
 
 
@@ -80,16 +78,15 @@ def batch_sizes(depth: int, sizes: list[int]) -> list[dict]:
 def python_in_process(depth: int, num: int = 100_000) -> dict:
     import random
 
-    from bench.python_sampler import sample_problem
+    from bench.python_sampler import sample_arrays, sample_problem
     from logic_jax.problem import oracle
 
     rng = random.Random(1)
     for _ in range(1000):  # the baseline must make valid problems too
-        context, answer = sample_problem(rng, depth)
-        assert oracle.validate(context, answer)
+        context, answer, case = sample_problem(rng, depth)
+        assert oracle.validate(context, answer) and case == oracle.case_of(context)
     start = time.perf_counter()
-    for _ in range(num):
-        sample_problem(rng, depth)
+    sample_arrays(2, num, depth)
     seconds = time.perf_counter() - start
     return {"impl": "python", "num": num, "problems_per_s": round(num / seconds)}
 

@@ -35,7 +35,7 @@ class Latent:
     is_and: jax.Array  # bool: the LogOp rule's operator is AND
     truth: jax.Array  # bool [3]: source facts of the first operand's branch, the second's, the linear chain
     operands_swapped: jax.Array  # bool: the LogOp rule reads b OP a
-    rule_order: jax.Array  # int32 [n_rules]: canonical rule index of each written rule
+    rule_order: jax.Array  # int32 [n_rules]: canonical rule index of each written rule (one chain, then the other, unless cfg.shuffle_rules)
     fact_order: jax.Array  # int32 [3]: source (0 a_0, 1 b_0, 2 c_0) of each written fact
 
 
@@ -74,29 +74,55 @@ class Batch:
 
 
 # --- Drawing the latent choices ------------------------------------------------------------
-# Random bits are the sampler's main cost on a CPU, so each problem draws 3d + 3 words
-# (plus one per rule when shuffling): one per letter, one per biased coin, one for the rest.
-def _mulhi(words, n):
-    """floor(words * n / 2**32) for uint32 words and n < 2**16: a uniform draw in [0, n)."""
+# Random bits are the sampler's main cost on a CPU, so draws share 32-bit words: a word is a
+# fraction x in [0, 1); a draw in [0, n) is floor(n x), and the next draw reads frac(n x).
+# Each word serves draws while the product of their ranges stays <= 2**16, so every draw is
+# within 2**-16 (relative) of uniform; at depth 3 a problem takes 6 words.
+_DRAWS_PER_WORD_BUDGET = 1 << 16
+
+
+def _mulhi(words, n: int):
+    """floor(words * n / 2**32) for uint32 words and n < 2**16."""
     high, low = words >> 16, words & 0xFFFF
     return (high * n + ((low * n) >> 16)) >> 16
 
 
+def _uniform_draws(words, ranges: list[int]):
+    """Independent draws in [0, n) for each n of ``ranges``, from as few words as the budget allows."""
+    draws, w, budget = [], 0, _DRAWS_PER_WORD_BUDGET + 1
+    x = None
+    for n in ranges:
+        if budget * n > _DRAWS_PER_WORD_BUDGET:
+            x, budget, w = words[:, w], 1, w + 1
+        draws.append(_mulhi(x, n).astype(jnp.int32))
+        x = x * jnp.uint32(n)  # frac(n x), modulo 2**32
+        budget *= n
+    return draws, w
+
+
+def _words_needed(ranges: list[int]) -> int:
+    count, budget = 0, _DRAWS_PER_WORD_BUDGET + 1
+    for n in ranges:
+        if budget * n > _DRAWS_PER_WORD_BUDGET:
+            count, budget = count + 1, 1
+        budget *= n
+    return count
+
+
 def _coin(word, p: float):
-    """Bernoulli(p) from a uint32 word, p resolved to 2**-24."""
+    """Bernoulli(p) from the top 24 bits of a uint32 word, p resolved to 2**-24."""
     return (word >> 8) < jnp.uint32(round(p * (1 << 24)))
 
 
-def _distinct_letters(words, count: int):
-    """``count`` distinct letters, uniformly ordered: pick i is the r_i-th unused letter.
+def _distinct_letters(ranks: list):
+    """Distinct letters from ranks r_i in [0, 26 - i): pick i is the r_i-th unused letter.
 
     The unused letter of rank r is found by walking the picks so far in ascending order
     (kept sorted by insertion), bumping r past each one at or below it.
     """
-    picks = [_mulhi(words[:, i], fmt.NUM_LETTERS - i).astype(jnp.int32) for i in range(count)]
     chosen_sorted = []  # columns, ascending per row
     letters = []
-    for rank in picks:
+    for rank in ranks:
         x = rank
         for s in chosen_sorted:
             x = x + (x >= s)
@@ -114,25 +140,28 @@ def _distinct_letters(words, count: int):
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def sample_latents(key: jax.Array, cfg: ProblemConfig, batch_size: int) -> Latent:
     d, b, n = cfg.depth, batch_size, fmt.num_rules(cfg.depth)
-    n_words = 3 * d + 3 + (n if cfg.shuffle_rules else 0)
-    words = jax.random.bits(key, (b, n_words), jnp.uint32)
-    letters = _distinct_letters(words, 3 * d)
+    # Letter ranks, then the fact order (one of 6).
+    ranges = [fmt.NUM_LETTERS - i for i in range(3 * d)] + [len(templates.FACT_ORDERS)]
+    n_draw_words = _words_needed(ranges)
+    words = jax.random.bits(key, (b, n_draw_words + 2 + (n if cfg.shuffle_rules else 0)), jnp.uint32)
+    draws, _ = _uniform_draws(words, ranges)
+    letters = _distinct_letters(draws[:-1])
+    fact_order = jnp.asarray(templates.FACT_ORDERS)[draws[-1]]
 
     def fixed_or(value, drawn):
         return drawn if value is None else jnp.full((b,), bool(value))
 
-    query_logop = fixed_or(None if cfg.fix_query is None else cfg.fix_query == "logop", _coin(words[:, 3 * d], cfg.p_logop))
-    is_and = fixed_or(None if cfg.fix_op is None else cfg.fix_op == "and", _coin(words[:, 3 * d + 1], cfg.p_and))
-    rest = words[:, 3 * d + 2]
-    bit = lambda i: ((rest >> i) & 1).astype(bool)  # noqa: E731
+    coin_a, coin_b = words[:, n_draw_words], words[:, n_draw_words + 1]
+    query_logop = fixed_or(None if cfg.fix_query is None else cfg.fix_query == "logop", _coin(coin_a, cfg.p_logop))
+    is_and = fixed_or(None if cfg.fix_op is None else cfg.fix_op == "and", _coin(coin_b, cfg.p_and))
+    bit = lambda i: ((coin_a >> i) & 1).astype(bool)  # noqa: E731  (the low 8 bits are not used by the coin)
     truth = jnp.stack(
         [fixed_or(cfg.fix_truth_first, bit(0)), fixed_or(cfg.fix_truth_second, bit(1)), fixed_or(cfg.fix_truth_linear, bit(2))],
         axis=-1,
     )
     swapped = fixed_or(cfg.fix_operands_swapped, bit(3))
-    fact_order = jnp.asarray(templates.FACT_ORDERS)[((rest >> 5) * 6) >> 27]
     if cfg.shuffle_rules:
-        rule_order = jnp.argsort(words[:, 3 * d + 3 :], axis=-1)
+        rule_order = jnp.argsort(words[:, n_draw_words + 2 :], axis=-1)
     else:
         rule_order = _canonical_order(d, fixed_or(cfg.fix_logop_chain_first, bit(4)))
     return Latent(
@@ -161,6 +190,27 @@ def _inverse(order, size):
     return jnp.sum(onehot * jnp.arange(size)[None, :, None], axis=1)
 
 
+def _shuffled_rules(lat: Latent, tab, k, d):
+    """Rules section symbols: position t reads written rule RULE_SLOT[k, t] at RULE_OFFSET[k, t]."""
+    canonical = jnp.take_along_axis(lat.rule_order, tab["rule_slot"][k], axis=1)
+    variant = templates.rule_variant(lat.is_and, lat.operands_swapped)
+    return tab["rules"][variant[:, None], canonical, tab["rule_offset"][k]]
+
+
+def _facts_and_question(lat: Latent, d):
+    """Symbols from FACTS to ANSWER: the facts of a_0, b_0, c_0 in fact_order, then the question."""
+    b = lat.letters.shape[0]
+    sym = lambda token: 3 * d + token  # noqa: E731  (a constant token as a symbol)
+    t1, t2, tc = lat.truth[:, 0], lat.truth[:, 1], lat.truth[:, 2]
+    truth_abc = jnp.stack([jnp.where(lat.operands_swapped, t2, t1), jnp.where(lat.operands_swapped, t1, t2), tc], axis=-1)
+    source_slot = jnp.array([0, d, 2 * d], jnp.int32)[lat.fact_order]
+    value = sym(jnp.where(jnp.take_along_axis(truth_abc, lat.fact_order, axis=1), fmt.TRUE, fmt.FALSE))
+    facts = jnp.stack([source_slot, value, jnp.full((b, 3), sym(fmt.DOT))], axis=-1).reshape(b, 9)
+    const = lambda *tokens: jnp.broadcast_to(jnp.array([sym(t) for t in tokens], jnp.int32), (b, len(tokens)))  # noqa: E731
+    query_slot = jnp.where(lat.query_logop, d - 1, 3 * d - 1)[:, None]
+    return jnp.concatenate([const(fmt.FACTS), facts, const(fmt.END_FACTS, fmt.QUESTION), query_slot, const(fmt.DOT, fmt.END_QUESTION, fmt.ANSWER)], axis=1)
+
+
 @functools.partial(jax.jit, static_argnums=(1,))
 def build(latent: Latent, cfg: ProblemConfig) -> Batch:
     """Tokens, answer mask and metadata of a batch of latents."""
@@ -169,33 +219,17 @@ def build(latent: Latent, cfg: ProblemConfig) -> Batch:
     lat = latent
     b = lat.letters.shape[0]
     t1, t2, tc = lat.truth[:, 0], lat.truth[:, 1], lat.truth[:, 2]
-    sym = lambda token: 3 * d + token  # noqa: E731  (a constant token as a symbol)
-
-    # Rules: position t reads rule RULE_SLOT[k, t] of the written order, at RULE_OFFSET[k, t],
-    # where k is the written slot of the LogOp rule.
+    answer = templates.answer_variant(lat.query_logop, lat.is_and, t1, t2, tc, lat.operands_swapped)
     logop_index = 2 * (d - 2)
     inverse_rules = _inverse(lat.rule_order, n)
-    k = inverse_rules[:, logop_index]
-    canonical = jnp.take_along_axis(lat.rule_order, tab["rule_slot"][k], axis=1)
-    variant = templates.rule_variant(lat.is_and, lat.operands_swapped)
-    rules_sym = tab["rules"][variant[:, None], canonical, tab["rule_offset"][k]]
-
-    # Facts (a_0, b_0, c_0 in fact_order) and the question.
-    truth_abc = jnp.stack([jnp.where(lat.operands_swapped, t2, t1), jnp.where(lat.operands_swapped, t1, t2), tc], axis=-1)
-    source_slot = jnp.array([0, d, 2 * d], jnp.int32)[lat.fact_order]
-    value = sym(jnp.where(jnp.take_along_axis(truth_abc, lat.fact_order, axis=1), fmt.TRUE, fmt.FALSE))
-    dots = jnp.full((b, 3), sym(fmt.DOT))
-    facts_sym = jnp.stack([source_slot, value, dots], axis=-1).reshape(b, 9)
-    const = lambda *tokens: jnp.broadcast_to(jnp.array([sym(t) for t in tokens], jnp.int32), (b, len(tokens)))  # noqa: E731
-    query_slot = jnp.where(lat.query_logop, d - 1, 3 * d - 1)[:, None]
-    tail_sym = jnp.concatenate(
-        [const(fmt.FACTS), facts_sym, const(fmt.END_FACTS, fmt.QUESTION), query_slot, const(fmt.DOT, fmt.END_QUESTION, fmt.ANSWER)],
-        axis=1,
-    )
-
-    # The proof, from the oracle's table for this problem's choices.
-    answer = templates.answer_variant(lat.query_logop, lat.is_and, t1, t2, tc, lat.operands_swapped)
-    symbols = jnp.concatenate([rules_sym, tail_sym, tab["answers"][answer]], axis=1)
+    k = inverse_rules[:, logop_index]  # written slot of the LogOp rule, the only one of 6 tokens
+    if not cfg.shuffle_rules:
+        # One row per choice of everything but the letters.
+        chain_first = inverse_rules[:, 0] < inverse_rules[:, -1]
+        variant = templates.problem_variant(answer, chain_first, templates.fact_order_index(lat.fact_order))
+        symbols = tab["problems"][variant]
+    else:
+        symbols = jnp.concatenate([_shuffled_rules(lat, tab, k, d), _facts_and_question(lat, d), tab["answers"][answer]], axis=1)
     tokens = jnp.where(symbols < 3 * d, jnp.take_along_axis(lat.letters, jnp.minimum(symbols, 3 * d - 1), axis=1), symbols - 3 * d)
 
     context_len = fmt.context_len(d)

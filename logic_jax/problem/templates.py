@@ -30,6 +30,16 @@ def rule_variant(is_and, swapped):
     return swapped * 1 + is_and * 2
 
 
+def fact_order_index(fact_order):
+    """Index of a permutation of 3 into ``FACT_ORDERS`` (works on arrays [..., 3])."""
+    return 2 * fact_order[..., 0] + (fact_order[..., 1] > fact_order[..., 2])
+
+
+def problem_variant(answer_variant_, logop_chain_first, fact_order_index_):
+    """Index into ``tables(d)["problems"]``: every choice of an unshuffled problem but its letters."""
+    return answer_variant_ + 64 * (logop_chain_first * 1 + 2 * fact_order_index_)
+
+
 def _symbols(tokens, depth):
     """Slot ids stay (they are < 3d <= 24, so they are also letter ids); constants shift by 3d."""
     return [t if fmt.is_letter(t) else 3 * depth + t for t in tokens]
@@ -90,7 +100,22 @@ def tables(depth: int) -> dict[str, np.ndarray]:
         answers[v, : len(proof)] = _symbols(proof, d)
         answer_len[v] = len(proof)
         first_slot[v] = proof[0]
+
+    # PROBLEMS[problem_variant, seq_len]: whole unshuffled problems, context from format.Context.
+    problems = np.full((64 * 2 * len(FACT_ORDERS), fmt.seq_len(d)), pad, np.int32)
+    for choice in itertools.product((False, True), repeat=6):
+        query_logop, is_and, t1, t2, tc, swapped = choice
+        canonical = _canonical_rules(d, is_and, swapped)
+        n_logop = 2 * d - 3
+        truth_abc = {0: (t2, t1)[not swapped], d: (t1, t2)[not swapped], 2 * d: tc}
+        v = answer_variant(*choice)
+        for chain_first, (f, order) in itertools.product((False, True), enumerate(FACT_ORDERS)):
+            written = canonical if chain_first else canonical[n_logop:] + canonical[:n_logop]
+            sources = [(0, d, 2 * d)[i] for i in order]
+            context = fmt.Context(tuple(written), tuple((s, truth_abc[s]) for s in sources), d - 1 if query_logop else 3 * d - 1)
+            row = _symbols(context.tokens(), d) + list(answers[v, : answer_len[v]])
+            problems[problem_variant(v, chain_first, f), : len(row)] = row
     return dict(
         rules=rules, rule_slot=rule_slot, rule_offset=rule_offset,
-        answers=answers, answer_len=answer_len, first_slot=first_slot,
+        answers=answers, answer_len=answer_len, first_slot=first_slot, problems=problems,
     )
