@@ -28,7 +28,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (no shadowing)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

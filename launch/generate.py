@@ -9,10 +9,12 @@ Repeat --prompt for a batch. Prints each prompt and its completion.
 
 from __future__ import annotations
 
+import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+# Run from a checkout without installing. Replace (not prepend to) the script's own folder on
+# the path: a sibling like launch/inspect.py would otherwise shadow the standard library.
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from absl import app, flags  # noqa: E402
 

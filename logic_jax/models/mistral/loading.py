@@ -5,15 +5,16 @@ A directory holds ``config.json`` and either ``model.safetensors`` or shards
 tensor is read, every shard's header is checked against its file size (truncation), the
 index against the shards, the tensor names against ``params.WEIGHT_TABLE`` (missing, extra)
 and every shape against the config. Then each tensor is read alone from the memory-mapped
-file (``safe_open(framework="numpy")``, which handles bfloat16 via ml_dtypes; no torch),
-transposed and cast to the target dtype in one host copy, and put straight onto its devices
-(``jax.make_array_from_callback`` with the tensor's sharding), so host memory holds at most
-one tensor beyond the params already placed. Every error is a ``CheckpointError`` naming the
+file (``safe_open(framework="numpy")``, which handles bfloat16 via ml_dtypes; no torch) in
+its stored layout and dtype, and a small compiled function with the param's sharding as
+``out_shardings`` transposes, splits heads and casts it on the device. So host memory holds
+one tensor at a time beyond the params already placed, and the host does no transposes. Every error is a ``CheckpointError`` naming the
 file, tensor or config field.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -231,7 +232,7 @@ def _names(names: list[str]) -> str:
     return shown + (f" and {len(names) - 10} more" if len(names) > 10 else "")
 
 
-def plan_load(config: MistralConfig, located: dict[str, tuple[Path, dict]], dtype) -> list[tuple]:
+def plan_load(config: MistralConfig, located: dict[str, tuple[Path, dict]], abstract: dict) -> list[tuple]:
     """Check names and shapes; return ``(hf name, file, our path, transform, our shape)`` in file order."""
     expected = {name: (path, transform) for name, path, transform in weight_table.expected_hf_names(config.num_layers)}
     missing = sorted(set(expected) - set(located))
@@ -241,7 +242,6 @@ def plan_load(config: MistralConfig, located: dict[str, tuple[Path, dict]], dtyp
     if extra:
         raise CheckpointError(f"checkpoint has unexpected tensor(s) {_names(extra)} (not in params.WEIGHT_TABLE)")
 
-    abstract = abstract_params(config, dtype)
     plan = []
     for name, (path, transform) in expected.items():
         file, entry = located[name]
@@ -256,11 +256,15 @@ def plan_load(config: MistralConfig, located: dict[str, tuple[Path, dict]], dtyp
     return [row[:5] for row in plan]
 
 
-def _place(host: np.ndarray, sharding) -> jax.Array:
-    if sharding is None:
-        return jax.device_put(host).block_until_ready()
-    # Each device receives only its slice; block so the host copy can be freed before the next.
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index]).block_until_ready()
+@functools.lru_cache(maxsize=None)
+def _converter(transform, our_shape: tuple[int, ...], dtype, sharding):
+    """Compiled HF layout -> ours: transpose/split and cast run on the device, not in numpy."""
+    return jax.jit(lambda tensor: transform.to_ours(tensor, our_shape).astype(dtype), out_shardings=sharding)
+
+
+def _place(tensor: np.ndarray, transform, our_shape: tuple[int, ...], dtype, sharding) -> jax.Array:
+    # Block so that the host tensor is released before the next one is read.
+    return _converter(transform, our_shape, jnp.dtype(dtype), sharding)(tensor).block_until_ready()
 
 
 def load_params(
@@ -276,9 +280,9 @@ def load_params(
     or None for the default device.
     """
     config = config or read_config(checkpoint_dir)
-    plan = plan_load(config, locate_tensors(checkpoint_dir), dtype)
-    np_dtype = np.dtype(dtype)
-    params = jax.tree.map(lambda _: None, abstract_params(config, dtype))
+    abstract = abstract_params(config, dtype)
+    plan = plan_load(config, locate_tensors(checkpoint_dir), abstract)
+    params = jax.tree.map(lambda _: None, abstract)
     handles: dict[Path, Any] = {}
     try:
         for name, file, path, transform, our_shape in plan:
@@ -289,11 +293,9 @@ def load_params(
                 tensor = handles[file].get_tensor(name)
             except Exception as err:  # safetensors raises its own error types
                 raise CheckpointError(f"{file}: cannot read tensor {name!r} ({err})") from err
-            host = transform.to_ours(tensor, our_shape, np_dtype)
-            del tensor
             sharding = weight_table.get_path(shardings, path) if shardings is not None else None
-            weight_table.set_path(params, path, _place(host, sharding))
-            del host
+            weight_table.set_path(params, path, _place(tensor, transform, our_shape, dtype, sharding))
+            del tensor
     finally:
         handles.clear()
     return config, params

@@ -24,8 +24,8 @@ class Copy:
     def hf_shape(self, our_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(our_shape)
 
-    def to_ours(self, tensor: np.ndarray, our_shape: tuple[int, ...], dtype) -> np.ndarray:
-        return np.asarray(tensor, dtype=dtype)
+    def to_ours(self, tensor, our_shape: tuple[int, ...]):
+        return tensor
 
     def to_hf(self, tensor: np.ndarray) -> np.ndarray:
         return tensor
@@ -40,9 +40,8 @@ class Linear:
     def hf_shape(self, our_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (math.prod(our_shape[self.in_axes :]), math.prod(our_shape[: self.in_axes]))
 
-    def to_ours(self, tensor: np.ndarray, our_shape: tuple[int, ...], dtype) -> np.ndarray:
-        # One host copy: transpose, cast and make contiguous together; the reshape is then a view.
-        return np.array(tensor.T, dtype=dtype, order="C").reshape(our_shape)
+    def to_ours(self, tensor, our_shape: tuple[int, ...]):
+        return tensor.T.reshape(our_shape)  # numpy or jax (the loader runs it on device)
 
     def to_hf(self, tensor: np.ndarray) -> np.ndarray:
         """Inverse of ``to_ours`` (used to write checkpoints from our params)."""
