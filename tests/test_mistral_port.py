@@ -152,6 +152,15 @@ def test_bfloat16_within_stated_tolerance(gqa_checkpoint):
     assert port_error.mean() <= 1.25 * torch_error.mean() + 1e-3, (port_error.mean(), torch_error.mean())
 
 
+def test_bfloat16_checkpoint_loads_exactly(tmp_path):
+    model = write_tiny_checkpoint(tmp_path, seed=3).to(torch.bfloat16)
+    model.save_pretrained(str(tmp_path), max_shard_size="20KB")  # BF16 tensors on disk
+    _, params = mistral.load_params(tmp_path, dtype=jnp.float32)
+    expected = model.model.layers[1].self_attn.o_proj.weight.detach().float().numpy()  # [d_model, heads*d_head]
+    ours = np.asarray(params["layers"][1]["attn"]["o_proj"])  # [heads, d_head, d_model]
+    np.testing.assert_array_equal(ours.reshape(-1, ours.shape[-1]).T, expected)
+
+
 # ---------------------------------------------------------------- hooks and patching
 
 

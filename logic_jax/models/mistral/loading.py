@@ -46,20 +46,21 @@ class UnsupportedConfigError(CheckpointError):
 # ---------------------------------------------------------------- config.json
 
 # Fields that change nothing in an inference forward pass.
-_IGNORED_FIELDS = frozenset(
+_HARMLESS_FIELDS = frozenset(
     {
-        "_name_or_path", "architectures", "model_type", "transformers_version", "torch_dtype", "dtype",
-        "bos_token_id", "eos_token_id", "pad_token_id", "use_cache", "attention_dropout",
-        "initializer_range", "output_attentions", "output_hidden_states", "return_dict",
-        "max_position_embeddings", "chunk_size_feed_forward", "is_encoder_decoder",
-        "tie_word_embeddings", "hidden_act", "rope_scaling", "rope_parameters", "rope_theta",
-        "attention_bias", "mlp_bias", "id2label", "label2id", "problem_type", "tokenizer_class",
+        "_name_or_path", "transformers_version", "torch_dtype", "dtype", "bos_token_id", "eos_token_id",
+        "pad_token_id", "use_cache", "attention_dropout", "initializer_range", "output_attentions",
+        "output_hidden_states", "return_dict", "chunk_size_feed_forward", "is_encoder_decoder",
+        "id2label", "label2id", "problem_type", "tokenizer_class",
     }
 )
-_USED_FIELDS = frozenset(
+# Fields read into MistralConfig, or checked for a value this port supports.
+_HANDLED_FIELDS = frozenset(
     {
         "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-        "num_key_value_heads", "head_dim", "rms_norm_eps", "sliding_window",
+        "num_key_value_heads", "head_dim", "rms_norm_eps", "sliding_window", "max_position_embeddings",
+        "rope_theta", "rope_parameters", "rope_scaling", "model_type", "architectures", "hidden_act",
+        "tie_word_embeddings", "attention_bias", "mlp_bias",
     }
 )
 # transformers' MistralConfig defaults, for fields a config.json leaves out.
@@ -113,7 +114,7 @@ def config_from_hf(hf: dict, source: str = CONFIG_FILE) -> MistralConfig:
     for bias in ("attention_bias", "mlp_bias"):
         if hf.get(bias, False):
             _refuse(bias, hf[bias], "Mistral projections have no bias", source)
-    unknown = sorted(set(hf) - _IGNORED_FIELDS - _USED_FIELDS)
+    unknown = sorted(set(hf) - _HARMLESS_FIELDS - _HANDLED_FIELDS)
     if unknown:
         _refuse(unknown[0], hf[unknown[0]], f"not a field this port knows (unknown fields: {unknown})", source)
 
@@ -227,6 +228,9 @@ def locate_tensors(checkpoint_dir: str | os.PathLike) -> dict[str, tuple[Path, d
     return located
 
 
+_FLOAT_DTYPES = ("F32", "F16", "BF16")  # safetensors names; quantised checkpoints are refused
+
+
 def _names(names: list[str]) -> str:
     shown = ", ".join(repr(n) for n in names[:10])
     return shown + (f" and {len(names) - 10} more" if len(names) > 10 else "")
@@ -251,6 +255,8 @@ def plan_load(config: MistralConfig, located: dict[str, tuple[Path, dict]], abst
             raise CheckpointError(
                 f"tensor {name!r} in {file} has shape {tuple(entry['shape'])}, expected {want} from the config"
             )
+        if entry["dtype"] not in _FLOAT_DTYPES:
+            raise CheckpointError(f"tensor {name!r} in {file} is stored as {entry['dtype']}, expected one of {_FLOAT_DTYPES}")
         plan.append((name, file, path, transform, our_shape, entry["data_offsets"][0]))
     plan.sort(key=lambda row: (str(row[1]), row[5]))  # sequential reads through each file
     return [row[:5] for row in plan]

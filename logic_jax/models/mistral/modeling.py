@@ -13,6 +13,13 @@ Numerics follow transformers' ``MistralForCausalLM`` (eager attention):
 
 The compute dtype is the params' dtype, so one graphdef serves both.
 
+Hook sites (``model_sites``): ``hook_embed`` (no positional embedding: rotary), then per block the
+TransformerLens names of ``logic_jax.interp.hooks``. ``hook_q``/``hook_k`` are before rotary,
+``hook_rot_q``/``hook_rot_k`` after; ``hook_k``/``hook_v``/``hook_rot_k`` have ``n_kv_heads``
+heads (query head ``h`` reads kv head ``h // group_size``). ``hook_attn_scores`` is
+``q.k / sqrt(d_head)`` in float32 with masked entries set to float32's minimum (finite, so a
+patched or fully padded row cannot make NaNs); ``hook_pattern`` is its softmax.
+
 Layouts (ours; ``params.py`` maps Hugging Face's ``[out, in]`` matrices onto them)::
 
     embed [vocab, d_model]        lm_head [d_model, vocab]
