@@ -101,7 +101,8 @@ class Attention(nnx.Module):
         self.W_V = nnx.Param(init(rngs.params(), (d, h, e)))
         self.W_O = nnx.Param(out_init(rngs.params(), (h, e, d)))
         self.b_Q = nnx.Param(jnp.zeros((h, e)))
-        self.b_K = nnx.Param(jnp.zeros((h, e)))
+        # No key bias: q . b_K is the same for every key, so softmax ignores it; its gradient
+        # is rounding noise that Adam would amplify into lr-sized random steps.
         self.b_V = nnx.Param(jnp.zeros((h, e)))
         self.b_O = nnx.Param(jnp.zeros((d,)))
         self.layer = layer
@@ -110,7 +111,7 @@ class Attention(nnx.Module):
     def __call__(self, x: Array, hooks) -> Array:
         site = functools.partial(block_site, self.layer)
         q = hooks(site("hook_q"), jnp.einsum("bpd,dhe->bphe", x, self.W_Q[...]) + self.b_Q[...])
-        k = hooks(site("hook_k"), jnp.einsum("bpd,dhe->bphe", x, self.W_K[...]) + self.b_K[...])
+        k = hooks(site("hook_k"), jnp.einsum("bpd,dhe->bphe", x, self.W_K[...]))
         v = hooks(site("hook_v"), jnp.einsum("bpd,dhe->bphe", x, self.W_V[...]) + self.b_V[...])
         scores = jnp.einsum("bqhe,bkhe->bhqk", q, k) * self.scale
         n = x.shape[1]

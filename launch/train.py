@@ -1,0 +1,38 @@
+"""Train N seeds of the small transformer under one vmap, checkpointed and resumable.
+
+    python launch/train.py --config=configs/tiny_cpu.py --workdir=/tmp/run [--config.KEY=VALUE ...]
+
+Restarting the same command resumes from the newest good checkpoint in --workdir.
+--multihost calls jax.distributed.initialize() first (one process per host).
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "A configs/*.py file; override keys with --config.KEY=VALUE.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory of checkpoints, metrics.jsonl and TensorBoard events.")
+flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (multi-host runs).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    import jax
+
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    if FLAGS.multihost:
+        jax.distributed.initialize()
+    from logic_jax.train import evaluate, trainer
+
+    logging.info("devices: %s (process %d of %d)", jax.devices(), jax.process_index(), jax.process_count())
+    result = trainer.train(FLAGS.config, FLAGS.workdir)
+    if result.evals:
+        step, metrics = result.evals[-1]
+        print(f"step {step}: {evaluate.summary_line(metrics)}; wall time {result.wall_time:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

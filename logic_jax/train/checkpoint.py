@@ -1,0 +1,161 @@
+"""Checkpoints of a run: the stacked ``TrainState`` of all members, the run's config and metrics.
+
+Layout: ``<workdir>/checkpoints/<step>/{state,run,metrics}`` (an orbax ``CheckpointManager``;
+saves are asynchronous and committed by an atomic rename, so a run killed mid-save leaves
+only a temporary directory that is ignored). ``run`` holds the config and the member list,
+enough to rebuild the state's shapes: a checkpoint directory needs nothing else to be read.
+
+``metrics`` carries a sha256 digest of the state; a restore that raises, or whose digest
+differs, is a corrupted checkpoint: warn and fall back to the previous step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from typing import Any, Callable
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import serialization
+
+FORMAT = "logic_jax.train/1"
+CHECKPOINT_DIR = "checkpoints"
+CORRUPT_DIR = "corrupt_checkpoints"
+
+
+class CheckpointError(ValueError):
+    """A missing, foreign or unreadable checkpoint directory; the message names it."""
+
+
+def checkpoint_dir(workdir: str) -> str:
+    """``<workdir>/checkpoints``; a path that already is a checkpoint directory is kept."""
+    workdir = os.path.abspath(workdir)
+    if os.path.basename(workdir.rstrip("/")) == CHECKPOINT_DIR:
+        return workdir
+    return os.path.join(workdir, CHECKPOINT_DIR)
+
+
+def _leaves(tree) -> list[tuple[str, np.ndarray]]:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return sorted((jax.tree_util.keystr(path), np.asarray(jax.device_get(x))) for path, x in flat)
+
+
+def digest(tree) -> str | None:
+    """sha256 of every leaf's path, dtype, shape and bytes (None if not addressable here)."""
+    if not all(getattr(x, "is_fully_addressable", True) for x in jax.tree.leaves(tree)):
+        return None
+    h = hashlib.sha256()
+    for path, x in _leaves(tree):
+        h.update(f"{path}:{x.dtype}:{x.shape};".encode())
+        h.update(np.ascontiguousarray(x).tobytes())
+    return h.hexdigest()
+
+
+def member_digests(params) -> list[str]:
+    """``params_sha256`` of each member of stacked parameters."""
+    n = jax.tree.leaves(params)[0].shape[0]
+    return [digest(jax.tree.map(lambda x: np.asarray(x)[i], params)) for i in range(n)]
+
+
+class Checkpointer:
+    """Save and restore one run's checkpoints."""
+
+    def __init__(self, workdir: str, keep: int = 3, *, read_only: bool = False, async_save: bool = True):
+        self.directory = checkpoint_dir(workdir)
+        self.read_only = read_only
+        if read_only and not os.path.isdir(self.directory):
+            raise CheckpointError(f"no checkpoint directory at {self.directory}")
+        if read_only:
+            options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0, max_to_keep=None)
+        else:
+            options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def save(self, step: int, state, run: dict, metrics: dict) -> None:
+        tree = serialization.to_state_dict(state)
+        metrics = dict(metrics, state_sha256=digest(tree))
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(tree),
+            run=ocp.args.JsonSave(dict(run, format=FORMAT)),
+            metrics=ocp.args.JsonSave(metrics),
+        )
+        self.manager.save(step, args=args)
+
+    def read_run(self, step: int) -> dict:
+        """The run item (config and members) of one step; foreign checkpoints raise."""
+        try:
+            run = self.manager.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore()))["run"]
+        except Exception as e:  # noqa: BLE001 - orbax raises many types; name the directory
+            raise CheckpointError(f"{self.directory}/{step}: not a logic_jax training checkpoint ({type(e).__name__}: {e})") from None
+        if not isinstance(run, dict) or run.get("format") != FORMAT:
+            raise CheckpointError(f"{self.directory}/{step}: not a logic_jax training checkpoint (format {run.get('format') if isinstance(run, dict) else None!r}, expected {FORMAT!r})")
+        return run
+
+    def restore(self, step: int, abstract_state) -> tuple[Any, dict, dict]:
+        """(state, run, metrics) of ``step``; ``abstract_state`` gives shapes and shardings."""
+        target = serialization.to_state_dict(abstract_state)
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), run=ocp.args.JsonRestore(), metrics=ocp.args.JsonRestore()
+            ),
+        )
+        expected = restored["metrics"].get("state_sha256")
+        actual = digest(restored["state"]) if expected else None
+        if expected and actual != expected:
+            raise CheckpointError(f"{self.directory}/{step}: state digest {actual} differs from the saved {expected}")
+        return serialization.from_state_dict(abstract_state, restored["state"]), restored["run"], restored["metrics"]
+
+    def restore_latest(self, abstract_for: Callable[[dict], Any], step: int | None = None):
+        """Restore the newest good checkpoint (or exactly ``step``); ``None`` if there is none.
+
+        ``abstract_for(run)`` builds the abstract state from a checkpoint's run item, so a
+        reader needs nothing but the directory. A checkpoint that fails to restore is
+        reported and skipped (and, when writable, moved aside so the step can be saved again).
+        """
+        steps = self.steps() if step is None else [step]
+        if step is not None and step not in self.steps():
+            raise CheckpointError(f"{self.directory}: no checkpoint at step {step} (steps: {self.steps()})")
+        for s in reversed(steps):
+            run = self.read_run(s)
+            try:
+                state, run, metrics = self.restore(s, abstract_for(run))
+            except CheckpointError:
+                raise_or_skip = step is not None
+                if raise_or_skip:
+                    raise
+                self._skip(s, "digest mismatch")
+                continue
+            except Exception as e:  # noqa: BLE001 - any restore failure is a corrupted checkpoint
+                if step is not None:
+                    raise CheckpointError(f"{self.directory}/{s}: cannot be restored ({type(e).__name__}: {e})") from None
+                self._skip(s, f"{type(e).__name__}: {e}")
+                continue
+            return s, state, run, metrics
+        return None
+
+    def _skip(self, step: int, why: str) -> None:
+        logging.warning("checkpoint %s/%d is corrupted or half-written (%s); using the previous one", self.directory, step, why)
+        if self.read_only or jax.process_index() != 0:
+            return
+        # Move it aside: the resumed run will save this step again.
+        aside = os.path.join(os.path.dirname(self.directory), CORRUPT_DIR, str(step))
+        if os.path.exists(aside):
+            shutil.rmtree(aside)
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        shutil.move(os.path.join(self.directory, str(step)), aside)
+        self.manager.reload()
+        logging.warning("moved the corrupted checkpoint to %s", aside)
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()

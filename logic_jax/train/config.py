@@ -1,0 +1,135 @@
+"""The trainer's config: the keys every config file has, checks, and typed views of it.
+
+Config files (``configs/*.py``) start from ``base_config()`` and change values; a key that is
+not in the base is an error naming it. ``model``, ``problem`` and ``optim`` are sub-dicts; the
+first two become the frozen ``GPTConfig`` and ``ProblemConfig`` (static under jit), ``optim``
+becomes per-seed arrays (so a sweep can vmap over learning rates).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Mapping
+
+import ml_collections
+
+from logic_jax.models.gpt import GPTConfig, GPTConfigError
+from logic_jax.problem.config import ConfigError as ProblemConfigError
+from logic_jax.problem.config import ProblemConfig
+from logic_jax.problem import format as fmt
+
+
+class ConfigError(ValueError):
+    """A trainer config that cannot run; the message names the key."""
+
+
+# Keys that change how long or how a run is carried out, not what it computes: a workdir
+# may be resumed with other values of these.
+RUN_LENGTH_KEYS = (
+    "num_steps",
+    "steps_per_call",
+    "checkpoint_every",
+    "eval_every",
+    "eval_size",
+    "keep_checkpoints",
+    "num_devices",
+    "progress",
+)
+
+OPTIM_KEYS = ("lr", "warmup_steps", "decay_steps", "end_lr_frac", "weight_decay", "b1", "b2", "eps", "clip_norm")
+MODEL_KEYS = ("n_layers", "n_heads", "d_model", "d_mlp", "ln_eps", "init_std")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every key a trainer config has, with defaults (the paper's model shape)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # seed i of a run uses fold_in(PRNGKey(seed), i)
+    c.num_seeds = 4
+    c.num_steps = 1000
+    c.batch_size = 256  # problems per step and seed
+    c.steps_per_call = 50  # train steps per compiled call (lax.scan)
+    c.checkpoint_every = 500
+    c.eval_every = 500  # greedy-decoding evaluation; 0: only at the end
+    c.eval_size = 1024  # held-out problems per evaluation (the same ones at every evaluation)
+    c.keep_checkpoints = 3
+    c.num_devices = 0  # devices of the seed mesh; 0: all (num_seeds must be a multiple)
+    c.progress = True  # tqdm progress bar
+    c.model = ml_collections.ConfigDict(dict(n_layers=3, n_heads=3, d_model=96, d_mlp=384, ln_eps=1e-5, init_std=0.02))
+    c.problem = ml_collections.ConfigDict({f.name: f.default for f in dataclasses.fields(ProblemConfig)})
+    # AdamW; linear warm-up to lr, cosine decay to lr * end_lr_frac at decay_steps, then flat.
+    c.optim = ml_collections.ConfigDict(
+        dict(lr=3e-3, warmup_steps=100, decay_steps=1000, end_lr_frac=0.1, weight_decay=0.1, b1=0.9, b2=0.99, eps=1e-8, clip_norm=1.0)
+    )
+    return c
+
+
+def to_dict(config) -> dict[str, Any]:
+    """A plain, JSON-able dict (ConfigDict, FrozenConfigDict or dict)."""
+    if hasattr(config, "to_dict"):
+        config = config.to_dict()
+    return json.loads(json.dumps(config))
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _int(config, key, minimum):
+    value = config[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"config key '{key}': must be an integer >= {minimum}, got {value!r}")
+
+
+def check(config, *, extra_keys: tuple[str, ...] = ()) -> None:
+    """Unknown keys and bad values, each an error naming the key."""
+    d = to_dict(config)
+    known = set(flatten(to_dict(base_config())))
+    given = {k for k in flatten(d) if k.split(".")[0] not in extra_keys}
+    # A problem/model sub-dict may legitimately be empty of a key; the base has them all.
+    unknown = sorted(given - known)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown}")
+    for key, minimum in (("num_seeds", 1), ("num_steps", 0), ("batch_size", 1), ("steps_per_call", 1), ("checkpoint_every", 1), ("eval_every", 0), ("eval_size", 1), ("keep_checkpoints", 1), ("num_devices", 0)):
+        _int(d, key, minimum)
+    problem_config(d)
+    model_config(d)
+    o = d["optim"]
+    for key in ("warmup_steps", "decay_steps"):
+        if not isinstance(o[key], int) or o[key] < 0:
+            raise ConfigError(f"config key 'optim.{key}': must be an integer >= 0, got {o[key]!r}")
+    for key in ("lr", "weight_decay", "eps", "clip_norm", "end_lr_frac"):
+        if not isinstance(o[key], (int, float)) or o[key] < 0:
+            raise ConfigError(f"config key 'optim.{key}': must be a number >= 0, got {o[key]!r}")
+    for key in ("b1", "b2"):
+        if not 0 <= o[key] < 1:
+            raise ConfigError(f"config key 'optim.{key}': must be in [0, 1), got {o[key]!r}")
+
+
+def problem_config(config) -> ProblemConfig:
+    try:
+        return ProblemConfig.from_mapping(to_dict(config)["problem"])
+    except ProblemConfigError as e:
+        raise ConfigError(f"config key 'problem': {e}") from None
+
+
+def model_config(config) -> GPTConfig:
+    d = to_dict(config)
+    depth = problem_config(d).depth
+    try:
+        return GPTConfig.from_mapping(dict(d["model"], vocab_size=fmt.VOCAB_SIZE, max_len=fmt.seq_len(depth)))
+    except GPTConfigError as e:
+        raise ConfigError(f"config key 'model': {e}") from None
+
+
+def differences(saved: Mapping[str, Any], new: Mapping[str, Any], ignore=RUN_LENGTH_KEYS) -> list[str]:
+    """Keys whose values differ (or exist in one only), run-length keys ignored."""
+    a, b = flatten(to_dict(saved)), flatten(to_dict(new))
+    keys = sorted((set(a) | set(b)) - set(ignore))
+    return [f"{k}: {a.get(k, '<missing>')!r} -> {b.get(k, '<missing>')!r}" for k in keys if a.get(k, "<missing>") != b.get(k, "<missing>")]

@@ -1,0 +1,120 @@
+"""Read a run back from its checkpoint directory alone: config, metrics, evaluation, digests.
+
+Everything is restored onto the CPU with explicit shardings, so a checkpoint written on a
+GPU (or on 8 devices) reads on a laptop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from logic_jax.models import gpt
+from logic_jax.problem import format as fmt
+from logic_jax.train import config as config_lib
+from logic_jax.train import evaluate as evaluate_lib
+from logic_jax.train.checkpoint import Checkpointer, CheckpointError, member_digests
+from logic_jax.train.trainer import abstract_state, eval_key
+
+
+def load(workdir: str, step: int | None = None):
+    """(step, state, run, metrics) of the newest good checkpoint (or ``step``), on the CPU."""
+    if not os.path.exists(workdir):
+        raise CheckpointError(f"no such workdir or checkpoint directory: {workdir}")
+    ckpt = Checkpointer(workdir, read_only=True)
+    try:
+        if not ckpt.steps():
+            raise CheckpointError(f"{ckpt.directory}: holds no checkpoints")
+        cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+        found = ckpt.restore_latest(lambda run: abstract_state(run, cpu), step=step)
+        if found is None:
+            raise CheckpointError(f"{ckpt.directory}: no checkpoint could be restored (steps {ckpt.steps()})")
+        return found
+    finally:
+        ckpt.close()
+
+
+def read_problems_file(path: str, depth: int) -> evaluate_lib.Problems:
+    if not os.path.exists(path):
+        raise evaluate_lib.ProblemsFileError(f"no such problems file: {path}")
+    records = []
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise evaluate_lib.ProblemsFileError(f"{path}, line {i}: not JSON ({e})") from None
+    return evaluate_lib.problems_from_records(records, depth, where=path)
+
+
+def inspect_run(workdir: str, step: int | None = None, problems_file: str | None = None, num_problems: int | None = None) -> dict[str, Any]:
+    """A JSON-able report: config, step, parameter count, per-seed metrics and evaluation."""
+    step, state, run, metrics = load(workdir, step)
+    config = run["config"]
+    model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
+    if problems_file:
+        problems = read_problems_file(problems_file, problem_cfg.depth)
+        source = dict(kind="file", path=os.path.abspath(problems_file), n=len(problems))
+    else:
+        n = num_problems or config["eval_size"]
+        problems = evaluate_lib.fresh_problems(eval_key(config), problem_cfg, n)
+        source = dict(kind="fresh", n=n, note="the trainer's held-out evaluation problems (eval key of the config's seed)")
+    evaluate = evaluate_lib.make_evaluate(model_cfg, problem_cfg.context_len, None, batch=min(len(problems), 1024))
+    results = evaluate(state.params, problems)
+    params = jax.tree.map(np.asarray, state.params)
+    members = run["members"]
+    per_seed = []
+    last_eval = metrics.get("evals", [])[-1] if metrics.get("evals") else None
+    digests = member_digests(params)
+    for i, (member, result) in enumerate(zip(members, results)):
+        per_seed.append(
+            dict(
+                seed_index=i,
+                member=member,
+                train_loss=metrics.get("loss", [None] * len(members))[i],
+                trainer_eval=None if last_eval is None else dict(step=last_eval["step"], exact=last_eval["metrics"][i]["exact"]),
+                evaluation=result,
+                params_sha256=digests[i],
+            )
+        )
+    return dict(
+        workdir=os.path.abspath(workdir),
+        step=step,
+        config=config,
+        model=model_cfg.to_dict(),
+        param_count=gpt.param_count(jax.tree.map(lambda x: x[0], params)),
+        num_seeds=len(members),
+        wall_time=metrics.get("wall_time"),
+        problems=source,
+        seeds=per_seed,
+    )
+
+
+def format_text(report: dict) -> str:
+    lines = [
+        f"workdir     {report['workdir']}",
+        f"step        {report['step']}",
+        f"parameters  {report['param_count']:,} per seed, {report['num_seeds']} seed(s)",
+        f"model       {json.dumps({k: report['model'][k] for k in ('n_layers', 'n_heads', 'd_model', 'd_mlp')})}",
+        f"problem     {json.dumps(report['config']['problem'])}",
+        f"optim       {json.dumps(report['config']['optim'])}",
+        f"wall time   {report['wall_time'] or 0:.0f}s",
+        f"evaluated   {report['problems']['n']} problems ({report['problems']['kind']}{': ' + report['problems']['path'] if 'path' in report['problems'] else ''})",
+        "",
+    ]
+    cases = fmt.CASE_NAMES
+    header = "seed  train_loss  exact   first   " + "  ".join(f"{c:>7}" for c in cases) + "  errors"
+    lines.append(header)
+    for s in report["seeds"]:
+        e = s["evaluation"]
+        loss = s["train_loss"]
+        cells = "  ".join(f"{'-' if e['per_case'][c] is None else format(e['per_case'][c], '.3f'):>7}" for c in cases)
+        errors = ", ".join(f"{k} {v}" for k, v in (e.get("errors") or {}).items()) or "-"
+        lines.append(f"{s['seed_index']:>4}  {'-' if loss is None else format(loss, '.4f'):>10}  {e['exact']:.4f}  {e['first_token']:.4f}  {cells}  {errors}")
+    return "\n".join(lines)

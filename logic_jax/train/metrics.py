@@ -1,0 +1,106 @@
+"""Run logs: a JSONL file, TensorBoard event files and a tqdm progress bar (process 0 only).
+
+On resume from step s the JSONL records after s are dropped and TensorBoard purges its
+events after s, so a restarted run's logs read like an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+import jax
+import numpy as np
+
+METRICS_FILE = "metrics.jsonl"
+TB_DIR = "tensorboard"
+
+
+def _clean(x):
+    """JSON-able: numpy scalars/arrays to Python, non-finite floats kept as strings."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _clean(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        x = float(x)
+        return x if np.isfinite(x) else str(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def read_jsonl(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill
+                break
+    return out
+
+
+class RunLog:
+    def __init__(self, workdir: str, start_step: int, total_steps: int, progress: bool = True, desc: str = "train"):
+        self.active = jax.process_index() == 0
+        self.path = os.path.join(workdir, METRICS_FILE)
+        self.writer = None
+        self.bar = None
+        if not self.active:
+            return
+        kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= start_step]
+        with open(self.path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+        from tensorboardX import SummaryWriter
+
+        self.writer = SummaryWriter(os.path.join(workdir, TB_DIR), purge_step=start_step if start_step > 0 else None)
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", desc=desc, dynamic_ncols=True, smoothing=0.1)
+
+    def write(self, record: dict) -> None:
+        if not self.active:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(_clean(record)) + "\n")
+
+    def train(self, step: int, loss: np.ndarray, token_acc: np.ndarray, steps: int, seconds: float) -> None:
+        """One compiled chunk: per-member loss and token accuracy of its last step."""
+        rate = steps / max(seconds, 1e-9)
+        self.write(dict(kind="train", step=step, loss=loss, token_acc=token_acc, steps_per_sec=rate, seed_steps_per_sec=rate * len(loss)))
+        if not self.active:
+            return
+        self.writer.add_scalar("train/loss_mean", float(np.mean(loss)), step)
+        self.writer.add_scalar("train/steps_per_sec", rate, step)
+        for i, v in enumerate(loss):
+            self.writer.add_scalar(f"train/loss/seed_{i}", float(v), step)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{np.mean(loss):.4f}", max=f"{np.max(loss):.4f}", refresh=False)
+            self.bar.update(steps)
+
+    def eval(self, step: int, metrics: Sequence[dict]) -> None:
+        self.write(dict(kind="eval", step=step, exact=[m["exact"] for m in metrics], first_token=[m["first_token"] for m in metrics], per_case=[m["per_case"] for m in metrics], errors=[m.get("errors") for m in metrics]))
+        if not self.active:
+            return
+        for i, m in enumerate(metrics):
+            self.writer.add_scalar(f"eval/exact/seed_{i}", m["exact"], step)
+            self.writer.add_scalar(f"eval/first_token/seed_{i}", m["first_token"], step)
+        self.writer.add_scalar("eval/exact_min", min(m["exact"] for m in metrics), step)
+        if self.bar is not None:
+            self.bar.set_postfix(exact_min=f"{min(m['exact'] for m in metrics):.3f}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()

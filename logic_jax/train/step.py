@@ -1,0 +1,119 @@
+"""The pure training step and its compiled, vmapped, sharded form (purejaxrl style).
+
+``make_train(model_cfg, problem_cfg, batch_size, mesh)`` returns pure functions over one
+member's state; ``Train.init`` and ``Train.chunk`` are those functions vmapped over the
+leading member (seed) axis, with every state leaf sharded over the mesh axis ``seeds``.
+Problems are sampled inside the step from the step's key: no host input pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from logic_jax.models import gpt
+from logic_jax.problem.config import ProblemConfig
+from logic_jax.problem.sampler import sample
+from logic_jax.train.state import TrainState, data_key, init_state, optimizer
+
+SEED_AXIS = "seeds"
+
+
+class MeshError(ValueError):
+    """Members that do not divide over the devices; the message names both counts."""
+
+
+def make_mesh(num_members: int, num_devices: int = 0) -> Mesh:
+    """A 1-D mesh over the first ``num_devices`` devices (0: all), axis ``seeds``."""
+    available = jax.device_count()
+    n = available if num_devices == 0 else num_devices
+    if n > available:
+        raise MeshError(f"num_devices={n} but only {available} device(s) are visible")
+    if num_members % n:
+        raise MeshError(
+            f"num_seeds={num_members} (members of this run) is not a multiple of the device count {n}; "
+            f"use a multiple of {n} seeds or set --config.num_devices to a divisor of {num_members}"
+        )
+    devices = jax.devices()[:n]
+    return jax.make_mesh((n,), (SEED_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
+def loss_fn(params, tokens, answer_mask, forward):
+    """Teacher-forced next-token cross-entropy on the answer tokens (EOS included)."""
+    logits, _ = forward(params, tokens[:, :-1])
+    targets, mask = tokens[:, 1:], answer_mask[:, 1:].astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    n = jnp.maximum(mask.sum(), 1.0)
+    correct = (logits.argmax(-1) == targets).astype(jnp.float32)
+    return (ce * mask).sum() / n, (correct * mask).sum() / n
+
+
+def make_step(model_cfg: gpt.GPTConfig, problem_cfg: ProblemConfig, batch_size: int):
+    """``train_step(state) -> (state, (loss, token_accuracy))`` for one member."""
+    forward = gpt.make_forward(model_cfg)
+
+    def train_step(state: TrainState):
+        batch = sample(data_key(state.key, state.step), problem_cfg, batch_size)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, acc), grads = grad_fn(state.params, batch.tokens, batch.answer_mask, forward)
+        updates, opt_state = optimizer(state.hparams).update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), (loss, acc)
+
+    return train_step
+
+
+@dataclasses.dataclass
+class Train:
+    """Compiled, vmapped functions over stacked member states."""
+
+    mesh: Mesh
+    init: Callable  # (keys [M, 2], hparams {k: [M]}) -> stacked TrainState
+    chunk: Callable  # (state, n) -> (state, {"loss": [M, n], "token_acc": [M, n]})
+    step_fn: Callable  # the un-vmapped single-member step (for tests and benchmarks)
+
+    @property
+    def sharding(self) -> NamedSharding:
+        return NamedSharding(self.mesh, P(SEED_AXIS))
+
+    @property
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, P())
+
+
+@functools.lru_cache(maxsize=16)  # one compiled program per shape, across runs in a process
+def make_train(model_cfg: gpt.GPTConfig, problem_cfg: ProblemConfig, batch_size: int, mesh: Mesh) -> Train:
+    step_fn = make_step(model_cfg, problem_cfg, batch_size)
+    seeds, replicated = NamedSharding(mesh, P(SEED_AXIS)), NamedSharding(mesh, P())
+
+    def run(state: TrainState, n: int):
+        state, (loss, acc) = jax.lax.scan(lambda s, _: step_fn(s), state, None, length=n)
+        return state, {"loss": loss, "token_acc": acc}
+
+    # Every state leaf has the member axis first, so one NamedSharding is the prefix for all.
+    # The state is not donated: an async checkpoint may still be reading the previous one.
+    init = jax.jit(
+        jax.vmap(functools.partial(init_state, model_cfg=model_cfg)),
+        in_shardings=(replicated, replicated),
+        out_shardings=seeds,
+    )
+    chunk = jax.jit(
+        jax.vmap(run, in_axes=(0, None)),
+        static_argnums=1,
+        in_shardings=(seeds,),
+        out_shardings=(seeds, replicated),
+    )
+    return Train(mesh=mesh, init=init, chunk=chunk, step_fn=step_fn)
+
+
+def to_host(tree):
+    """Fetch replicated or fully addressable arrays to numpy."""
+    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)

@@ -1,0 +1,191 @@
+"""The multi-seed training loop: resume, compiled chunks, NaN check, evaluation, checkpoints.
+
+``train(config, workdir)`` trains ``config.num_seeds`` members under one vmap, sharded over
+the devices of a 1-D mesh. The loop works in chunks whose ends are absolute step numbers
+(multiples of ``steps_per_call``, ``checkpoint_every`` and ``eval_every``, and
+``num_steps``), so a run resumed from any checkpoint runs the same compiled chunks on the
+same data as an uninterrupted one: on the CPU the final parameters are bitwise equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Sequence
+
+import jax
+import numpy as np
+from absl import logging
+
+from logic_jax.train import config as config_lib
+from logic_jax.train import evaluate as evaluate_lib
+from logic_jax.train.checkpoint import Checkpointer, CheckpointError
+from logic_jax.train.metrics import RunLog
+from logic_jax.train.state import Member, members_of, stack_members
+from logic_jax.train.step import make_mesh, make_train, to_host
+
+RUN_FILE = "run.json"
+EVAL_STREAM = 0x6576616C  # "eval": the held-out problems' key, apart from every member key
+
+
+class RunMismatchError(ValueError):
+    """A workdir holding a run of another config; the message names the differing keys."""
+
+
+class TrainingDivergedError(FloatingPointError):
+    """A NaN or infinite loss; the message names the seed index and the step."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: object  # stacked TrainState
+    step: int
+    evals: list  # [(step, [metrics per member])]
+    wall_time: float  # seconds, summed over restarts
+    members: list
+
+
+def run_info(config, members: Sequence[Member]) -> dict:
+    return dict(config=config_lib.to_dict(config), members=[m.to_dict() for m in members])
+
+
+def eval_key(config) -> jax.Array:
+    return jax.random.fold_in(jax.random.PRNGKey(int(config["seed"])), EVAL_STREAM)
+
+
+def abstract_state(run: dict, sharding=None):
+    """Shapes (and shardings) of the stacked state of a run item (config and members)."""
+    from logic_jax.train.state import init_state
+
+    config = run["config"]
+    members = [Member.from_dict(m) for m in run["members"]]
+    model_cfg = config_lib.model_config(config)
+    keys, hparams = stack_members(members)
+    shapes = jax.eval_shape(jax.vmap(lambda k, h: init_state(k, h, model_cfg)), keys, hparams)
+    if sharding is None:
+        return shapes
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
+def check_workdir(workdir: str, info: dict) -> None:
+    """Error naming the keys if ``workdir`` holds a run of another config or member list."""
+    path = os.path.join(workdir, RUN_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    diffs = config_lib.differences(saved["config"], info["config"])
+    if diffs:
+        raise RunMismatchError(f"workdir {workdir} holds a run of another config; differing keys: {'; '.join(diffs)}")
+    if saved["members"] != info["members"]:
+        raise RunMismatchError(f"workdir {workdir} holds a run of other members (seeds or sweep points): {saved['members']} vs {info['members']}")
+
+
+def chunk_end(step: int, config) -> int:
+    """The next absolute step at which the loop stops to log, evaluate or save."""
+    ends = [step - step % config["steps_per_call"] + config["steps_per_call"], step - step % config["checkpoint_every"] + config["checkpoint_every"], config["num_steps"]]
+    if config["eval_every"]:
+        ends.append(step - step % config["eval_every"] + config["eval_every"])
+    return min(ends)
+
+
+def check_finite(losses: np.ndarray, start: int, members: Sequence[Member], last_saved: int | None) -> None:
+    bad = ~np.isfinite(losses)
+    if not bad.any():
+        return
+    first_step = int(np.argmax(bad.any(axis=0)))
+    seed = int(np.argmax(bad[:, first_step]))
+    seeds = [int(i) for i in np.flatnonzero(bad[:, first_step])]
+    m = members[seed]
+    where = f"seed index {seed}" + (f" (sweep point {m.point}, seed {m.index})" if m.point else "")
+    kept = f"the last good checkpoint is step {last_saved}" if last_saved is not None else "no checkpoint was saved"
+    raise TrainingDivergedError(
+        f"non-finite loss {losses[seed, first_step]} at training step {start + first_step} for {where} "
+        f"(seed indices with a non-finite loss there: {seeds}); stopping, {kept}"
+    )
+
+
+def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc: str = "train") -> TrainResult:
+    """Train (or resume) the run in ``workdir`` to ``config.num_steps``."""
+    config_lib.check(config)
+    config = config_lib.to_dict(config)
+    members = list(members) if members is not None else members_of(config)
+    info = run_info(config, members)
+    os.makedirs(workdir, exist_ok=True)
+    check_workdir(workdir, info)
+
+    model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
+    mesh = make_mesh(len(members), config["num_devices"])
+    program = make_train(model_cfg, problem_cfg, config["batch_size"], mesh)
+    ckpt = Checkpointer(workdir, config["keep_checkpoints"])
+
+    def abstract_for(run):
+        diffs = config_lib.differences(run["config"], config)
+        if diffs or run["members"] != info["members"]:
+            raise RunMismatchError(f"checkpoints in {ckpt.directory} belong to another run; differing keys: {'; '.join(diffs) or 'members'}")
+        return abstract_state(run, program.sharding)
+
+    restored = ckpt.restore_latest(abstract_for)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, RUN_FILE), "w") as f:
+            json.dump(info, f, indent=1)
+    if restored is None:
+        step, metrics = 0, {"evals": [], "wall_time": 0.0}
+        keys, hparams = stack_members(members)
+        state = program.init(keys, hparams)
+    else:
+        step, state, _, metrics = restored
+        logging.info("resumed %s from step %d", workdir, step)
+        if jax.process_index() == 0:
+            print(f"resuming {workdir} from step {step}", file=sys.stderr, flush=True)
+    last_saved = step if restored is not None else None
+    evals = [(e["step"], e["metrics"]) for e in metrics.get("evals", [])]
+    wall_before, t_start = float(metrics.get("wall_time", 0.0)), time.time()
+
+    evaluate = evaluate_lib.make_evaluate(model_cfg, problem_cfg.context_len, mesh, batch=min(config["eval_size"], 1024))
+    problems = evaluate_lib.fresh_problems(eval_key(config), problem_cfg, config["eval_size"])
+    log = RunLog(workdir, step, config["num_steps"], progress=config["progress"], desc=desc)
+    try:
+        while step < config["num_steps"]:
+            n = chunk_end(step, config) - step
+            t0 = time.time()
+            state, out = program.chunk(state, n)
+            out = to_host(out)  # waits for the chunk
+            check_finite(out["loss"], step, members, last_saved)
+            step += n
+            log.train(step, out["loss"][:, -1], out["token_acc"][:, -1], n, time.time() - t0)
+            if (config["eval_every"] and step % config["eval_every"] == 0) or step == config["num_steps"]:
+                result = evaluate(state.params, problems)
+                evals.append((step, result))
+                log.eval(step, result)
+            if step % config["checkpoint_every"] == 0 or step == config["num_steps"]:
+                wall = wall_before + time.time() - t_start
+                saved = dict(
+                    step=step,
+                    loss=out["loss"][:, -1].tolist(),
+                    evals=[dict(step=s, metrics=m) for s, m in evals],
+                    wall_time=wall,
+                )
+                ckpt.save(step, state, info, json.loads(json.dumps(saved, default=float)))
+                last_saved = step
+        ckpt.wait()
+    finally:
+        # A pending async save of a good state is completed before any error propagates.
+        ckpt.wait()
+        ckpt.close()
+        log.close()
+    return TrainResult(state=state, step=step, evals=evals, wall_time=wall_before + time.time() - t_start, members=members)
+
+
+def latest_metrics(workdir: str) -> dict:
+    """The metrics item of the newest checkpoint (for sweep summaries)."""
+    ckpt = Checkpointer(workdir, read_only=True)
+    steps = ckpt.steps()
+    if not steps:
+        raise CheckpointError(f"no checkpoints in {ckpt.directory}")
+    import orbax.checkpoint as ocp
+
+    return ckpt.manager.restore(steps[-1], args=ocp.args.Composite(metrics=ocp.args.JsonRestore()))["metrics"]

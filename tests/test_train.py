@@ -1,0 +1,186 @@
+"""The trainer: loss goes down, vmapped == one at a time, 8 devices == 1, NaN stop, bad input."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from logic_jax.problem import format as fmt
+from logic_jax.train import config as config_lib
+from logic_jax.train import evaluate as evaluate_lib
+from logic_jax.train import state as state_lib
+from logic_jax.train import step as step_lib
+from logic_jax.train import trainer
+from train_fixtures import tiny_config
+
+
+def _run(config, members, num_devices, chunks, n=10):
+    """Train ``chunks`` compiled chunks of ``n`` steps; tests share few compiled shapes."""
+    model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
+    mesh = step_lib.make_mesh(len(members), num_devices)
+    program = step_lib.make_train(model_cfg, problem_cfg, config.batch_size, mesh)
+    keys, hparams = state_lib.stack_members(members)
+    state = program.init(keys, hparams)
+    losses = []
+    for _ in range(chunks):
+        state, out = program.chunk(state, n)
+        losses.append(step_lib.to_host(out)["loss"])
+    return jax.tree.map(np.asarray, state), np.concatenate(losses, axis=1), program
+
+
+def _leaves_equal(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+EIGHT = tiny_config(num_seeds=8)
+
+
+@pytest.fixture(scope="module")
+def eight_on_one():
+    """8 seeds, 20 steps, vmapped on one device."""
+    return _run(EIGHT, state_lib.members_of(EIGHT), 1, 2)
+
+
+def test_short_run_improves_the_loss_of_every_seed(eight_on_one):
+    state, loss, _ = eight_on_one
+    first, last = loss[:, :3].mean(1), loss[:, -3:].mean(1)
+    assert np.all(last < first - 0.3), (first, last)
+    assert np.all(np.isfinite(loss)) and np.all(state.step == 20)
+
+
+def test_vmapped_seeds_equal_seeds_trained_one_at_a_time(eight_on_one):
+    together, _, _ = eight_on_one
+    members = state_lib.members_of(EIGHT)
+    for i in (0, 5):
+        alone, _, _ = _run(EIGHT, [members[i]], 1, 2)
+        for x, y in zip(jax.tree.leaves(together), jax.tree.leaves(alone)):
+            np.testing.assert_allclose(x[i], y[0], rtol=1e-4, atol=1e-5)
+
+
+def test_eight_devices_equal_one(eight_on_one):
+    assert jax.device_count() == 8, "tests/conftest.py sets 8 simulated CPU devices"
+    one, _, _ = eight_on_one
+    eight, _, program = _run(EIGHT, state_lib.members_of(EIGHT), 8, 2)
+    assert len(program.sharding.device_set) == 8
+    for x, y in zip(jax.tree.leaves(one), jax.tree.leaves(eight)):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
+def test_schedule_warmup_and_decay():
+    hp = dict(lr=1.0, warmup_steps=10.0, decay_steps=110.0, end_lr_frac=0.1)
+    lr = state_lib.schedule(hp)
+    values = [float(lr(np.int32(t))) for t in (0, 9, 10, 60, 110, 500)]
+    np.testing.assert_allclose(values, [0.1, 1.0, 1.0, 0.55, 0.1, 0.1], rtol=1e-5)
+
+
+def test_train_writes_logs_and_evaluates(tmp_path):
+    config = tiny_config(eval_every=10)
+    result = trainer.train(config, str(tmp_path))
+    assert result.step == 20 and [s for s, _ in result.evals] == [10, 20]
+    records = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    kinds = [(r["kind"], r["step"]) for r in records]
+    assert kinds == [("train", 10), ("eval", 10), ("train", 20), ("eval", 20)]
+    assert len(records[0]["loss"]) == 2 and records[0]["seed_steps_per_sec"] > 0
+    assert set(records[1]["per_case"][0]) == set(fmt.CASE_NAMES)
+    assert any(n.startswith("events") for n in os.listdir(tmp_path / "tensorboard"))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10", "20"]
+    # Restarting a finished run trains nothing more and keeps the result.
+    again = trainer.train(config, str(tmp_path))
+    assert again.step == 20 and _leaves_equal(jax.tree.map(np.asarray, again.state.params), jax.tree.map(np.asarray, result.state.params))
+
+
+def test_nan_stops_with_the_seed_and_step(tmp_path):
+    config = tiny_config(num_seeds=2, num_steps=40)
+    members = state_lib.members_of(config)
+    bad = dict(members[1].optim, lr=float("inf"))
+    members[1] = state_lib.Member(members[1].seed, members[1].index, tuple(sorted(bad.items())))
+    with pytest.raises(trainer.TrainingDivergedError, match=r"at training step 1 for seed index 1 .*no checkpoint was saved"):
+        trainer.train(config, str(tmp_path), members=members)
+    assert not os.listdir(tmp_path / "checkpoints")
+
+
+def test_nan_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    config = tiny_config(num_seeds=2, num_steps=30)
+    trainer.train(tiny_config(num_seeds=2, num_steps=10), str(tmp_path))  # a good checkpoint at 10
+    real = step_lib.to_host
+
+    def poisoned(tree):  # seed 0's loss turns NaN in the chunk after step 10
+        out = {k: v.copy() for k, v in real(tree).items()}
+        out["loss"][0, 3] = np.nan
+        return out
+
+    monkeypatch.setattr(trainer, "to_host", poisoned)
+    with pytest.raises(trainer.TrainingDivergedError, match=r"at training step 13 for seed index 0 .*last good checkpoint is step 10"):
+        trainer.train(config, str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10"]
+
+
+def test_decode_stops_at_eos_and_scores():
+    config = tiny_config()
+    model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
+    problems = evaluate_lib.fresh_problems(jax.random.PRNGKey(1), problem_cfg, 16)
+    c = problems.context_len
+    # Perfect predictions score 1; a wrong first token is classified by the oracle.
+    perfect = evaluate_lib.score(problems.tokens, problems)
+    assert perfect["exact"] == 1.0 and perfect["first_token"] == 1.0 and perfect["errors"] == {}
+    assert sum(perfect["case_count"].values()) == 16
+    wrong = problems.tokens.copy()
+    wrong[0, c] = (wrong[0, c] + 1) % fmt.NUM_LETTERS
+    scored = evaluate_lib.score(wrong, problems)
+    assert scored["exact"] == 15 / 16 and sum(scored["errors"].values()) == 1
+    # Greedy decoding keeps the context; after the first EOS only PAD follows.
+    from logic_jax.models import gpt
+
+    params = jax.vmap(lambda k: gpt.init_params(k, model_cfg))(jax.random.split(jax.random.PRNGKey(0), 2))
+    decode = jax.jit(jax.vmap(evaluate_lib.make_decode(model_cfg, c), in_axes=(0, None)))
+    out = np.asarray(decode(params, problems.tokens))
+    np.testing.assert_array_equal(out[:, :, :c], np.broadcast_to(problems.tokens[:, :c], out[:, :, :c].shape))
+    for row in out.reshape(-1, out.shape[-1]):
+        answer = list(row[c:])
+        if fmt.EOS in answer:
+            assert all(t == fmt.PAD for t in answer[answer.index(fmt.EOS) + 1 :])
+    # Decoding follows the model: a forward of the decoded prefix gives the same argmax.
+    forward = gpt.make_forward(model_cfg)
+    p0 = jax.tree.map(lambda x: x[0], params)
+    logits, _ = forward(p0, out[0])
+    np.testing.assert_array_equal(np.asarray(logits[:, c - 1]).argmax(-1), out[0][:, c])
+
+
+# --- Bad input ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(**{"model.d_model": 15, "model.n_heads": 2}), "d_model"),
+        (dict(num_seeds=0), "num_seeds"),
+        (dict(**{"problem.depth": 1}), "depth"),
+        (dict(**{"optim.b2": 1.5}), "optim.b2"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, overrides, match):
+    with pytest.raises(config_lib.ConfigError, match=match):
+        trainer.train(tiny_config(**overrides), str(tmp_path))
+
+
+def test_unknown_key(tmp_path):
+    config = tiny_config()
+    config.unlock() if hasattr(config, "unlock") else None
+    config.lerning_rate = 0.1
+    with pytest.raises(config_lib.ConfigError, match="lerning_rate"):
+        trainer.train(config, str(tmp_path))
+
+
+def test_seeds_not_divisible_by_devices(tmp_path):
+    with pytest.raises(step_lib.MeshError, match=r"num_seeds=3 .* device count 8"):
+        trainer.train(tiny_config(num_seeds=3, num_devices=0), str(tmp_path))
+
+
+def test_workdir_of_another_config(tmp_path):
+    trainer.train(tiny_config(num_steps=10), str(tmp_path))
+    with pytest.raises(trainer.RunMismatchError, match=r"model.d_model: 16 -> 32"):
+        trainer.train(tiny_config(num_steps=10, **{"model.d_model": 32}), str(tmp_path))
+    with pytest.raises(trainer.RunMismatchError, match=r"optim.lr"):
+        trainer.train(tiny_config(num_steps=10, **{"optim.lr": 0.5}), str(tmp_path))
+    # Run-length keys may change: a longer run resumes.
+    assert trainer.train(tiny_config(num_steps=20, eval_size=16), str(tmp_path)).step == 20

@@ -1,0 +1,43 @@
+"""Tiny trainer configs for the tests: 1 layer, d_model 16, depth 2, a few steps."""
+
+from logic_jax.train.config import base_config
+
+
+def tiny_config(**overrides):
+    c = base_config()
+    c.num_seeds = 2
+    c.num_steps = 20
+    c.batch_size = 16
+    c.steps_per_call = 10
+    c.checkpoint_every = 10
+    c.eval_every = 0
+    c.eval_size = 32
+    c.num_devices = 1
+    c.progress = False
+    c.problem.depth = 2
+    c.model.update(n_layers=1, n_heads=2, d_model=16, d_mlp=32)
+    c.optim.update(lr=1e-2, warmup_steps=5, decay_steps=20)
+    for key, value in overrides.items():
+        node = c
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = value
+    return c
+
+
+CONFIG_FILE = '''
+import sys
+sys.path.insert(0, {tests!r})
+from train_fixtures import tiny_config
+
+def get_config():
+    return tiny_config(**{overrides!r})
+'''
+
+
+def write_config_file(path, tests_dir, **overrides):
+    """A configs/*.py-style file for the launch scripts (subprocess tests)."""
+    with open(path, "w") as f:
+        f.write(CONFIG_FILE.format(tests=str(tests_dir), overrides=overrides))
+    return str(path)
