@@ -12,6 +12,7 @@ from logic_jax.models import gpt
 from logic_jax.problem.config import ProblemConfig
 
 PROBLEM = ProblemConfig(depth=3)
+B = 16
 CFG = gpt.GPTConfig(n_layers=3, n_heads=3, d_model=24, d_mlp=48, init_std=0.3)
 FORWARD = gpt.make_forward(CFG)  # one function object: its compilation is reused
 
@@ -23,8 +24,14 @@ def params():
 
 @pytest.fixture(scope="module")
 def tokens():
-    clean, cf = make_pairs(jax.random.PRNGKey(1), PROBLEM, 6, "query")
+    clean, cf = make_pairs(jax.random.PRNGKey(1), PROBLEM, B, "query")
     return context_tokens(clean, PROBLEM), context_tokens(cf, PROBLEM)
+
+
+@pytest.fixture(scope="module")
+def runs(params, tokens):
+    """Logits and every site of the clean and the counterfactual run (one compilation)."""
+    return [iv.run_with_cache(FORWARD, params, t, gpt.sites(CFG)) for t in tokens]
 
 
 def _layer_norm(x, p, eps=CFG.ln_eps):
@@ -33,10 +40,9 @@ def _layer_norm(x, p, eps=CFG.ln_eps):
     return (x - mean) / jnp.sqrt(var + eps) * p["scale"] + p["bias"]
 
 
-def test_cache_matches_plain_forward(params, tokens):
-    clean, _ = tokens
-    plain, _ = jax.jit(FORWARD)(params, clean)
-    logits, cache = iv.run_with_cache(FORWARD, params, clean, gpt.sites(CFG))
+def test_cache_matches_plain_forward(params, tokens, runs):
+    logits, cache = runs[0]
+    plain, _ = jax.jit(FORWARD)(params, tokens[0])
     np.testing.assert_array_equal(logits, plain)
     assert set(cache) == set(gpt.sites(CFG))
     # The last residual through the final LayerNorm and the unembedding is the logits.
@@ -47,76 +53,65 @@ def test_cache_matches_plain_forward(params, tokens):
     np.testing.assert_allclose(z, cache["blocks.1.attn.hook_z"], atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "site,positions,heads",
-    [
-        ("blocks.1.hook_resid_pre", None, None),
-        ("blocks.0.attn.hook_z", [3, -1], [1]),
-        ("blocks.2.attn.hook_pattern", 20, [0, 2]),
-        ("blocks.1.hook_mlp_out", jnp.array([[1], [2], [3], [4], [5], [6]]), None),
-    ],
-)
-def test_patching_own_values_changes_nothing_bitwise(params, tokens, site, positions, heads):
-    clean, _ = tokens
-    logits, cache = iv.run_with_cache(FORWARD, params, clean, [site])
-    patched, _ = iv.run_with_cache(FORWARD, params, clean, (), patches=iv.patch_from(cache, site, positions, heads))
+def test_patching_own_values_changes_nothing_bitwise(params, tokens, runs):
+    logits, cache = runs[0]
+    patches = iv.merge_patches(
+        iv.patch_from(cache, "blocks.1.hook_resid_pre"),
+        iv.patch_from(cache, "blocks.0.attn.hook_z", positions=[3, -1], heads=[1]),
+        iv.patch_from(cache, "blocks.2.attn.hook_pattern", positions=20, heads=[0, 2]),
+        iv.patch_from(cache, "blocks.1.hook_mlp_out", positions=jnp.arange(B)[:, None] + 1),
+    )
+    patched, _ = iv.run_with_cache(FORWARD, params, tokens[0], (), patches=patches)
     np.testing.assert_array_equal(patched, logits)
 
 
-@pytest.mark.parametrize("sites", [["blocks.0.hook_resid_pre"], ["hook_embed", "hook_pos_embed"]])
-def test_patching_everything_gives_the_counterfactual(params, tokens, sites):
-    clean, cf = tokens
-    cf_logits, cf_cache = iv.run_with_cache(FORWARD, params, cf, sites)
-    patches = iv.merge_patches(*(iv.patch_from(cf_cache, s) for s in sites))
-    patched, _ = iv.run_with_cache(FORWARD, params, clean, (), patches=patches)
-    np.testing.assert_allclose(patched, cf_logits, atol=1e-5)
-    clean_logits, _ = iv.run_with_cache(FORWARD, params, clean, ())
+def test_patching_everything_gives_the_counterfactual(params, tokens, runs):
+    (clean_logits, _), (cf_logits, cf_cache) = runs
     assert not np.allclose(clean_logits, cf_logits, atol=1e-3)
+    for sites in (["blocks.0.hook_resid_pre"], ["hook_embed", "hook_pos_embed"]):
+        patches = iv.merge_patches(*(iv.patch_from(cf_cache, s) for s in sites))
+        patched, _ = iv.run_with_cache(FORWARD, params, tokens[0], (), patches=patches)
+        np.testing.assert_allclose(patched, cf_logits, atol=1e-5)
 
 
-def test_patch_writes_only_the_chosen_positions_and_heads(params, tokens):
-    clean, cf = tokens
+def test_patch_writes_only_the_chosen_positions_and_heads(params, tokens, runs):
+    (clean_logits, clean_cache), (_, cf_cache) = runs
     site = "blocks.1.attn.hook_z"
-    clean_logits, clean_cache = iv.run_with_cache(FORWARD, params, clean, [site])
-    _, cf_cache = iv.run_with_cache(FORWARD, params, cf, [site])
     patches = iv.patch_from(cf_cache, site, positions=[30, 34], heads=[2])
-    logits, cache = iv.run_with_cache(FORWARD, params, clean, [site], patches=patches)
+    logits, cache = iv.run_with_cache(FORWARD, params, tokens[0], [site], patches=patches)
     expected = clean_cache[site].at[:, [30, 34], 2].set(cf_cache[site][:, [30, 34], 2])
     np.testing.assert_array_equal(cache[site], expected)
     np.testing.assert_array_equal(logits[:, :30], clean_logits[:, :30])  # causal: earlier positions untouched
+    assert not np.allclose(logits[:, 34], clean_logits[:, 34], atol=1e-4)
 
 
-def test_pattern_site_masks_heads_on_axis_1_and_queries_on_axis_2(params, tokens):
-    clean, _ = tokens
+def test_pattern_site_masks_heads_on_axis_1_and_queries_on_axis_2(params, tokens, runs):
+    _, cache = runs[0]
     site = "blocks.0.attn.hook_pattern"
-    _, cache = iv.run_with_cache(FORWARD, params, clean, [site])
     patches = iv.zero_ablate(site, cache[site], positions=[10], heads=1)
-    _, ablated = iv.run_with_cache(FORWARD, params, clean, [site], patches=patches)
+    _, ablated = iv.run_with_cache(FORWARD, params, tokens[0], [site], patches=patches)
     np.testing.assert_array_equal(ablated[site], cache[site].at[:, 1, 10, :].set(0.0))
 
 
-def test_per_example_positions(params, tokens):
-    clean, _ = tokens
+def test_per_example_positions(params, tokens, runs):
+    _, cache = runs[0]
     site = "blocks.0.hook_resid_mid"
-    _, cache = iv.run_with_cache(FORWARD, params, clean, [site])
-    pos = jnp.arange(6)[:, None] + 2  # example b at position b + 2
-    _, ablated = iv.run_with_cache(FORWARD, params, clean, [site], patches=iv.zero_ablate(site, cache[site], positions=pos))
-    expected = cache[site].at[jnp.arange(6), jnp.arange(6) + 2].set(0.0)
+    pos = jnp.arange(B)[:, None] + 2  # example b at position b + 2
+    _, ablated = iv.run_with_cache(FORWARD, params, tokens[0], [site], patches=iv.zero_ablate(site, cache[site], positions=pos))
+    expected = cache[site].at[jnp.arange(B), jnp.arange(B) + 2].set(0.0)
     np.testing.assert_array_equal(ablated[site], expected)
 
 
-def test_mean_ablation_and_steering(params, tokens):
-    clean, cf = tokens
+def test_mean_ablation_and_steering(params, tokens, runs):
+    (_, clean_cache), (_, ref) = runs
     site = "blocks.1.hook_resid_pre"
-    _, ref = iv.run_with_cache(FORWARD, params, cf, [site])
-    _, clean_cache = iv.run_with_cache(FORWARD, params, clean, [site])
-    _, ablated = iv.run_with_cache(FORWARD, params, clean, [site], patches=iv.mean_ablate(ref, site, positions=[34]))
-    np.testing.assert_allclose(ablated[site][:, 34], jnp.broadcast_to(ref[site][:, 34].mean(0), (6, CFG.d_model)), atol=1e-6)
+    _, ablated = iv.run_with_cache(FORWARD, params, tokens[0], [site], patches=iv.mean_ablate(ref, site, positions=[34]))
+    np.testing.assert_allclose(ablated[site][:, 34], jnp.broadcast_to(ref[site][:, 34].mean(0), (B, CFG.d_model)), atol=1e-6)
     np.testing.assert_array_equal(ablated[site][:, :34], clean_cache[site][:, :34])
 
     vector = jnp.arange(CFG.d_model, dtype=jnp.float32)
     patches = iv.steer(site, vector, clean_cache[site], positions=[-1], scale=0.5)
-    _, steered = iv.run_with_cache(FORWARD, params, clean, [site], patches=patches)
+    _, steered = iv.run_with_cache(FORWARD, params, tokens[0], [site], patches=patches)
     np.testing.assert_allclose(steered[site][:, -1], clean_cache[site][:, -1] + 0.5 * vector, atol=1e-6)
     np.testing.assert_array_equal(steered[site][:, :-1], clean_cache[site][:, :-1])
 
@@ -136,10 +131,9 @@ def test_gqa_heads_of_k_are_key_value_heads():
 
 
 def test_errors_name_the_site(params, tokens):
-    clean, _ = tokens
     with pytest.raises(KeyError, match="blocks.7.hook_resid_pre"):
-        iv.run_with_cache(FORWARD, params, clean, ["blocks.7.hook_resid_pre"])
-    _, cache = iv.run_with_cache(FORWARD, params, clean, ["blocks.0.hook_resid_pre"])
+        iv.site_shapes(FORWARD, params, tokens[0], ["blocks.7.hook_resid_pre"])
+    cache = {"blocks.0.hook_resid_pre": jnp.zeros((B, 38, CFG.d_model))}
     with pytest.raises(KeyError, match="blocks.0.attn.hook_z"):
         iv.patch_from(cache, "blocks.0.attn.hook_z")
     with pytest.raises(ValueError, match="blocks.0.hook_resid_pre.*no head axis"):

@@ -109,6 +109,8 @@ def make_pairs(
     """
     if kind not in KINDS:
         raise ValueError(f"unknown pair kind {kind!r}; known: {KINDS}")
+    if kind == "chain_order" and cfg.shuffle_rules:
+        raise ValueError("pair kind 'chain_order' needs unshuffled rules (problem config shuffle_rules=False)")
     if fact_source is not None and fact_source not in (0, 1, 2):
         raise ValueError(f"fact_source must be None or 0, 1, 2 ({FACT_SOURCES}), got {fact_source!r}")
     if not differing_only:
@@ -116,13 +118,13 @@ def make_pairs(
     kept: list[tuple[Batch, Batch]] = []
     count = 0
     for draw in range(max_draws):
-        clean, cf = _draw(jax.random.fold_in(key, draw), cfg, n, kind, fact_source)
-        rows = np.flatnonzero(np.asarray(first_tokens_differ(clean, cf)))[: n - count]
-        if rows.size:
+        clean, cf = jax.device_get(_draw(jax.random.fold_in(key, draw), cfg, n, kind, fact_source))
+        rows = np.flatnonzero(clean.first_answer != cf.first_answer)[: n - count]
+        if rows.size:  # selected on the host: no compilation per number of rows
             kept.append((select(clean, rows), select(cf, rows)))
             count += rows.size
         if count == n:
-            return tuple(jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts) for parts in zip(*kept))
+            return tuple(jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.concatenate(xs)), *parts) for parts in zip(*kept))
     raise ValueError(f"pair kind {kind!r} gave only {count} of {n} pairs with differing first tokens in {max_draws} draws of {n} problems")
 
 
