@@ -1,0 +1,171 @@
+"""What every analysis shares: settings, problem sets, per-seed params, chunked compiled runs, stats."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import zlib
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from logic_jax.models import gpt
+from logic_jax.problem import format as fmt
+from logic_jax.problem.config import ProblemConfig
+from logic_jax.problem.sampler import Batch, sample
+
+
+class AnalysisError(ValueError):
+    """An analysis that cannot run as asked; the message names the setting or input."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Sizes and layers of one analysis run (the defaults are the paper's sizes).
+
+    ``route_layer`` / ``read_layer`` are 0-indexed blocks; None means the paper's choice for a
+    3-layer model, generalised: the second-to-last block ("layer 2") routes, the last block
+    ("layer 3") reads.
+    """
+
+    n_accuracy: int = 2048  # held-out problems decoded for exact match (claim 1)
+    n_attention: int = 1000  # problems per query type for layer-3 attention (claim 3)
+    n_routing: int = 1000  # problems for the cosine matrix, half of each query type (claim 2)
+    n_probe_train: int = 5000  # per query type (claim 4)
+    n_probe_test: int = 5000
+    probe_steps: int = 300  # full-batch Adam steps of each probe
+    probe_l2: float = 1e-3
+    n_patch: int = 256  # pairs per patching / ablation batch
+    route_layer: int | None = None
+    read_layer: int | None = None
+    chunk: int = 1024  # problems per compiled forward
+    key: int = 0  # the analysis problems' seed (apart from training's streams)
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("route_layer", "read_layer") and value is None:
+                continue
+            if f.name == "probe_l2":
+                if not isinstance(value, (int, float)) or value < 0:
+                    raise AnalysisError(f"analysis setting '{f.name}': must be a number >= 0, got {value!r}")
+                continue
+            minimum = 0 if f.name in ("route_layer", "read_layer", "key") else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise AnalysisError(f"analysis setting '{f.name}': must be an integer >= {minimum}, got {value!r}")
+        if self.n_routing < 4:
+            raise AnalysisError(f"analysis setting 'n_routing': needs at least 4 problems (2 per query type), got {self.n_routing}")
+
+    def layers(self, n_layers: int) -> tuple[int, int]:
+        """(route, read) blocks for a model of ``n_layers`` blocks, checked."""
+        route = max(n_layers - 2, 0) if self.route_layer is None else self.route_layer
+        read = n_layers - 1 if self.read_layer is None else self.read_layer
+        for name, value in (("route_layer", route), ("read_layer", read)):
+            if not 0 <= value < n_layers:
+                raise AnalysisError(f"analysis setting '{name}'={value}: the model has blocks 0..{n_layers - 1}")
+        return route, read
+
+
+def layer_name(block: int) -> str:
+    """``layer_name(1)`` -> ``"layer 2 (blocks.1)"``: the paper's 1-indexed name and the hook name."""
+    return f"layer {block + 1} (blocks.{block})"
+
+
+# --- Problems ---------------------------------------------------------------------------------
+def problems(key: jax.Array, cfg: ProblemConfig, n: int, query: str | None = None, op: str | None = None) -> Batch:
+    """``n`` problems of ``cfg``, the query chain ("logop"/"linear") and operator ("or"/"and") optionally fixed."""
+    if query is not None or op is not None:
+        cfg = dataclasses.replace(cfg, fix_query=query, fix_op=op)
+    return sample(key, cfg, n)
+
+
+def concat(*batches: Any) -> Any:
+    """Batches (or any pytrees with a leading batch axis) one after the other."""
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *batches)
+
+
+def take(batch: Any, rows: Any) -> Any:
+    return jax.tree.map(lambda x: x[rows], batch)
+
+
+def context(batch: Batch) -> jax.Array:
+    """``[B, context_len]``: the tokens up to ANSWER (all that predicts the first answer token)."""
+    return batch.tokens[:, : int(batch.answer_pos[0]) + 1]
+
+
+def analysis_key(settings: Settings, stream: str) -> jax.Array:
+    """A key per analysis, apart from each other and from the trainer's streams."""
+    return jax.random.fold_in(jax.random.PRNGKey(settings.key), zlib.crc32(f"analysis/{stream}".encode()) & 0x7FFFFFFF)
+
+
+# --- Parameters of one seed -------------------------------------------------------------------
+def num_seeds(stacked: Any) -> int:
+    return int(jax.tree.leaves(stacked)[0].shape[0])
+
+
+def seed_params(stacked: Any, index: int) -> Any:
+    """One member of parameters stacked over seeds (leading axis)."""
+    n = num_seeds(stacked)
+    if not 0 <= index < n:
+        raise AnalysisError(f"seed index {index} out of range: the checkpoint holds seeds 0..{n - 1}")
+    return jax.tree.map(lambda x: x[index], stacked)
+
+
+@functools.lru_cache(maxsize=None)
+def forward_for(cfg: gpt.GPTConfig):
+    """One forward function object per model config, so compiled analyses are reused across seeds."""
+    return gpt.make_forward(cfg)
+
+
+# --- Chunked compiled runs ----------------------------------------------------------------------
+def map_chunks(fn: Callable, params: Any, arrays: Sequence[Any], chunk: int) -> Any:
+    """``fn(params, *arrays)`` over slices of ``chunk`` rows, outputs concatenated on axis 0.
+
+    The last slice is padded to ``chunk`` rows, so ``fn`` compiles once.
+    """
+    n = int(jax.tree.leaves(arrays)[0].shape[0])
+    size = min(chunk, n)
+    outs = []
+    for start in range(0, n, size):
+        part = jax.tree.map(lambda x: x[start : start + size], arrays)
+        rows = int(jax.tree.leaves(part)[0].shape[0])
+        if rows < size:
+            part = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], size - rows, 0)]), part)
+        out = jax.device_get(fn(params, *part))
+        outs.append(jax.tree.map(lambda x: np.asarray(x)[:rows], out))
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+
+
+# --- Numbers ------------------------------------------------------------------------------------
+def stats(values: Sequence[float | None]) -> dict[str, float | None]:
+    """Mean, standard deviation (over seeds, ddof 0), min and max, ignoring missing values."""
+    xs = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
+    if xs.size == 0:
+        return dict(mean=None, std=None, min=None, max=None)
+    return dict(mean=float(xs.mean()), std=float(xs.std()), min=float(xs.min()), max=float(xs.max()))
+
+
+def to_json(x: Any) -> Any:
+    """JSON-able: arrays to lists, numpy scalars to Python, non-finite floats to None."""
+    if isinstance(x, dict):
+        return {str(k): to_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_json(v) for v in x]
+    if isinstance(x, (np.ndarray, jax.Array)):
+        return to_json(np.asarray(x).tolist())
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    return x
+
+
+def token_labels(tokens: Sequence[int]) -> list[str]:
+    """Short display names of token ids (letters, AND, OR, '->' for IMPLIES, T/F for facts, ...)."""
+    short = {fmt.IMPLIES: "->", fmt.TRUE: "T", fmt.FALSE: "F", fmt.UNDETERMINED: "U", fmt.FACTS: "FACTS", fmt.END_FACTS: "END_F",
+             fmt.QUESTION: "Q:", fmt.END_QUESTION: "END_Q", fmt.ANSWER: "ANS", fmt.DOT: ".", fmt.SEMI: ";", fmt.PAD: "_"}
+    return [short.get(int(t), fmt.TOKEN_NAMES.get(int(t), str(int(t)))) for t in tokens]

@@ -1,0 +1,220 @@
+"""Every analysis on every seed of one checkpoint: the problems, the per-seed loop, the outputs.
+
+``analyze(workdir, out)`` restores the checkpoint (the trainer's ``inspection.load``), draws
+one set of problems shared by all seeds, runs claim 1 (all seeds under one vmap) and then
+claims 2-5 and the causal tests seed by seed (compiled once, reused across seeds), and writes
+``report.md``, ``summary.json`` and the figures into ``out``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from logic_jax.analysis import accuracy, attention, causal, common, figures, probes, report, routing
+from logic_jax.interp import pairs as pairs_lib
+from logic_jax.models import gpt
+from logic_jax.problem import format as fmt
+from logic_jax.problem.config import ProblemConfig
+from logic_jax.problem.sampler import Batch
+
+COSINE_SHOWN = 300  # problems per panel of the cosine figure
+
+
+@dataclasses.dataclass
+class Problems:
+    """The problems of one analysis run, shared by every seed."""
+
+    accuracy: Any  # train.evaluate.Problems
+    attention: dict  # query type -> Batch
+    routing: Batch  # half linear, half LogOp
+    probe: dict  # query type -> (train Batch, test Batch)
+    route_pairs: tuple  # (LogOp-queried, the same problems linear-queried)
+    patch_pairs: dict  # pair kind -> (clean, cf)
+
+
+QUERY_TYPES = (("linear", "linear"), ("LogOp", "logop"))  # (display name, ProblemConfig.fix_query)
+
+
+def make_problems(problem_cfg: ProblemConfig, settings: common.Settings) -> Problems:
+    key = lambda name: common.analysis_key(settings, name)  # noqa: E731
+    attn = {name: common.problems(key(f"attention/{q}"), problem_cfg, settings.n_attention, query=q) for name, q in QUERY_TYPES}
+    half = settings.n_routing // 2
+    routing_batch = common.concat(
+        common.problems(key("routing/linear"), problem_cfg, settings.n_routing - half, query="linear"),
+        common.problems(key("routing/logop"), problem_cfg, half, query="logop"),
+    )
+    probe = {
+        name: (
+            common.problems(key(f"probe/train/{q}"), problem_cfg, settings.n_probe_train, query=q),
+            common.problems(key(f"probe/test/{q}"), problem_cfg, settings.n_probe_test, query=q),
+        )
+        for name, q in QUERY_TYPES
+    }
+    logop_cfg = dataclasses.replace(problem_cfg, fix_query="logop")
+    route_pairs = pairs_lib.make_pairs(key("route_pairs"), logop_cfg, settings.n_patch, "query")
+    patch_pairs = {
+        "query": pairs_lib.make_pairs(key("pairs/query"), problem_cfg, settings.n_patch, "query"),
+        "fact": pairs_lib.make_pairs(key("pairs/fact"), logop_cfg, settings.n_patch, "fact", differing_only=True),
+        "operator": pairs_lib.make_pairs(key("pairs/operator"), logop_cfg, settings.n_patch, "operator", differing_only=True),
+    }
+    return Problems(
+        accuracy=accuracy.held_out(key("accuracy"), problem_cfg, settings.n_accuracy),
+        attention=attn,
+        routing=routing_batch,
+        probe=probe,
+        route_pairs=route_pairs,
+        patch_pairs=patch_pairs,
+    )
+
+
+def analyze_seed(forward, params, model_cfg: gpt.GPTConfig, data: Problems, settings: common.Settings, bar=None) -> dict:
+    """Claims 2-5 and the causal tests for one seed's ``params``."""
+    route, read = settings.layers(model_cfg.n_layers)
+    n_layers = model_cfg.n_layers
+
+    def stage(name):
+        if bar is not None:
+            bar.set_postfix_str(name)
+
+    out: dict[str, Any] = {}
+    stage("attention")
+    summaries = {name: attention.summarize(attention.answer_rows(forward, params, b, read, settings.chunk), b) for name, b in data.attention.items()}
+    out["attention"] = dict(summaries, claim3=attention.claim3(summaries["linear"], summaries["LogOp"]), claim5=attention.claim5(summaries["LogOp"]))
+    examples = {name: common.context(b)[:1] for name, b in data.attention.items()}
+    out["examples"] = {name: dict(tokens=np.asarray(t[0]), pattern=attention.patterns(forward, params, t, n_layers)[0]) for name, t in examples.items()}
+
+    stage("routing")
+    vectors = routing.routing_vectors(forward, params, data.routing, route, chunk=settings.chunk)
+    q, a = np.asarray(data.routing.query_logop), np.asarray(data.routing.is_and)
+    out["routing"] = routing.scores(vectors, q, a)
+    order = routing.display_order(q, a, COSINE_SHOWN)
+    out["routing_figure"] = dict(
+        cosine=routing.cosine_matrix(vectors[order]),
+        sizes=[int((~q[order]).sum()), int((q[order] & ~a[order]).sum()), int((q[order] & a[order]).sum())],
+    )
+
+    stage("probes")
+    out["probes"] = {name: probes.run(forward, params, tr, te, n_layers, settings.probe_steps, settings.probe_l2, settings.chunk) for name, (tr, te) in data.probe.items()}
+
+    stage("routing patch")
+    out["route_patch"] = causal.route_patch_both(forward, params, *data.route_pairs, route, read)
+
+    stage("ablation")
+    n = settings.n_patch
+    subsets = {name: common.take(b, slice(0, n)) for name, b in data.attention.items()}
+    reference = common.concat(*subsets.values())
+    out["ablation"] = {name: causal.head_ablation(forward, params, b, n_layers, reference) for name, b in subsets.items()}
+
+    stage("patching")
+    out["patching"] = {kind: causal.patching_maps(forward, params, clean, cf, n_layers) for kind, (clean, cf) in data.patch_pairs.items()}
+    return out
+
+
+def _position_labels(batch: Batch) -> list[str]:
+    """x labels of layer x position maps: the first pair's tokens (the layout is shared up to chain/fact order)."""
+    return [f"{i}:{t}" for i, t in enumerate(common.token_labels(np.asarray(common.context(batch)[0])))]
+
+
+def draw(out_dir: str, results: list[dict], seeds: list[int], data: Problems, model_cfg: gpt.GPTConfig, settings: common.Settings) -> dict[str, str]:
+    """Every figure; returns name -> file name (relative to ``out_dir``)."""
+    route, read = settings.layers(model_cfg.n_layers)
+    names = [f"seed {s}" for s in seeds]
+    files = {}
+
+    def path(name):
+        files[name] = f"{name}.png"
+        return os.path.join(out_dir, files[name])
+
+    first = results[0]
+    for qname, ex in first["examples"].items():
+        figures.draw_attention(ex["pattern"], ex["tokens"], path(f"attention_{qname}"), f"{names[0]}: attention on a {qname}-queried problem")
+        figures.draw_answer_rows(ex["pattern"][:, :, -1, :], ex["tokens"], path(f"answer_attention_{qname}"), f"{names[0]}: attention from ANSWER, {qname}-queried problem")
+    figures.draw_regions(
+        {q: np.stack([r["attention"][q]["regions"] for r in results]) for q in ("linear", "LogOp")},
+        attention.REGIONS, path("reading_regions"),
+        f"{common.layer_name(read)}: attention from ANSWER by region (mean over {settings.n_attention} problems per type)", names,
+    )
+    figures.draw_cosine(
+        [r["routing_figure"]["cosine"] for r in results], [r["routing_figure"]["sizes"] for r in results], path("routing_cosine"), names,
+        f"cosine similarity of {common.layer_name(route)} attention output at QUERY",
+    )
+    figures.draw_probes(
+        {q: np.stack([r["probes"][q]["test"] for r in results]) for q in ("linear", "LogOp")},
+        results[0]["probes"]["linear"]["stages"], list(probes.POSITIONS), path("probes"), probes.stage_after(route),
+        "affine probes for the first answer token (test accuracy)", names,
+    )
+    figures.draw_route_patch(
+        {d: np.array([r["route_patch"][d]["attention_before"][r["attention"]["claim3"]["head"]] for r in results]) for d in causal.DIRECTIONS},
+        {d: np.array([r["route_patch"][d]["attention_after"][r["attention"]["claim3"]["head"]] for r in results]) for d in causal.DIRECTIONS},
+        {d: np.array([r["route_patch"][d]["donor_after"] for r in results]) for d in causal.DIRECTIONS},
+        path("route_patch"), f"patching {common.layer_name(route)} attention output at QUERY (reading head of {common.layer_name(read)})", names,
+    )
+    figures.draw_layer_head(
+        {f"{kind} pairs": [r["patching"][kind]["heads"] for r in results] for kind in causal.PAIR_KINDS},
+        path("patching_heads"), names, "activation patching of hook_z per (layer, head): normalised effect on the first-token LD", label="effect",
+    )
+    figures.draw_layer_head(
+        {f"{q} queries": [r["ablation"][q]["accuracy"] for r in results] for q in ("linear", "LogOp")},
+        path("ablation_heads"), names, "first-token accuracy with one head mean-ablated", diverging=False, label="accuracy",
+    )
+    figures.draw_layer_pos(
+        {f"{kind} pairs": np.nanmean(np.stack([r["patching"][kind]["positions"] for r in results]), 0) if any(np.isfinite(r["patching"][kind]["positions"]).any() for r in results) else results[0]["patching"][kind]["positions"] for kind in causal.PAIR_KINDS},
+        {f"{kind} pairs": _position_labels(data.patch_pairs[kind][0]) for kind in causal.PAIR_KINDS},
+        path("patching_positions"), f"activation patching of hook_resid_pre per (layer, position), mean of {len(seeds)} seed(s)", label="effect",
+    )
+    return files
+
+
+def analyze(workdir: str, out_dir: str, seeds: Sequence[int] | None = None, settings: common.Settings = common.Settings(), step: int | None = None, progress: bool = True) -> dict:
+    """Analyse the checkpoint in ``workdir``; write report.md, summary.json and PNGs to ``out_dir``; return the summary."""
+    from logic_jax.train import config as config_lib
+    from logic_jax.train import inspection
+
+    t0 = time.time()
+    step, state, run, _ = inspection.load(workdir, step)
+    config = run["config"]
+    model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
+    stacked = state.params
+    available = common.num_seeds(stacked)
+    seeds = list(range(available)) if seeds is None else [int(s) for s in seeds]
+    if not seeds:
+        raise common.AnalysisError("no seeds to analyse")
+    for s in seeds:
+        if not 0 <= s < available:
+            raise common.AnalysisError(f"seed index {s} out of range: {workdir} holds seeds 0..{available - 1}")
+    settings.layers(model_cfg.n_layers)  # checks route_layer / read_layer early
+    os.makedirs(out_dir, exist_ok=True)
+
+    data = make_problems(problem_cfg, settings)
+    forward = common.forward_for(model_cfg)
+    acc = accuracy.run(model_cfg, stacked, data.accuracy, seeds)
+    results = []
+    bar = tqdm(seeds, desc="analyse", unit="seed", disable=not progress)
+    for s, metrics in zip(bar, acc):
+        r = analyze_seed(forward, common.seed_params(stacked, s), model_cfg, data, settings, bar)
+        r["accuracy"] = dict(metrics, per_query=accuracy.per_query(metrics))
+        results.append(r)
+    bar.close()
+
+    meta = dict(
+        workdir=os.path.abspath(workdir), step=int(step), seeds=seeds, model=model_cfg.to_dict(), problem=problem_cfg.to_dict(),
+        settings=dataclasses.asdict(settings), layers=dict(zip(("route", "read"), settings.layers(model_cfg.n_layers))),
+        members=[run["members"][s] for s in seeds],
+    )
+    files = draw(out_dir, results, seeds, data, model_cfg, settings)
+    tables = report.tables(results, seeds, meta)
+    meta["wall_time_s"] = round(time.time() - t0, 1)
+    summary = report.summary(meta, tables, results, files)
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(report.markdown(meta, tables, files))
+    return summary
