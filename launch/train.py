@@ -6,8 +6,14 @@ Restarting the same command resumes from the newest good checkpoint in --workdir
 --multihost calls jax.distributed.initialize() first (one process per host).
 """
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+import os
+import sys
+
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)  # launch/ holds inspect.py: keep the standard library's first
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "A configs/*.py file; override keys with --config.KEY=VALUE.", lock_config=True)

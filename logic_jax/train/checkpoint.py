@@ -124,14 +124,13 @@ class Checkpointer:
         if step is not None and step not in self.steps():
             raise CheckpointError(f"{self.directory}: no checkpoint at step {step} (steps: {self.steps()})")
         for s in reversed(steps):
-            run = self.read_run(s)
+            abstract = abstract_for(self.read_run(s))  # a foreign run raises here, never skipped
             try:
-                state, run, metrics = self.restore(s, abstract_for(run))
-            except CheckpointError:
-                raise_or_skip = step is not None
-                if raise_or_skip:
+                state, run, metrics = self.restore(s, abstract)
+            except CheckpointError as e:  # digest mismatch
+                if step is not None:
                     raise
-                self._skip(s, "digest mismatch")
+                self._skip(s, str(e))
                 continue
             except Exception as e:  # noqa: BLE001 - any restore failure is a corrupted checkpoint
                 if step is not None:

@@ -118,3 +118,33 @@ def format_text(report: dict) -> str:
         errors = ", ".join(f"{k} {v}" for k, v in (e.get("errors") or {}).items()) or "-"
         lines.append(f"{s['seed_index']:>4}  {'-' if loss is None else format(loss, '.4f'):>10}  {e['exact']:.4f}  {e['first_token']:.4f}  {cells}  {errors}")
     return "\n".join(lines)
+
+
+# --- Command line (launch/inspect.py) -------------------------------------------------------
+def define_flags() -> None:
+    from absl import flags
+
+    flags.DEFINE_string("workdir", None, "The run's --workdir (or its checkpoints/ directory).")
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest good one).")
+    flags.DEFINE_string("problems", None, "JSONL file of problems (context, answer); default: fresh held-out problems.")
+    flags.DEFINE_integer("num_problems", None, "Fresh problems to evaluate (default: the config's eval_size).")
+    flags.DEFINE_enum("format", "text", ["text", "json"], "Output format.")
+    flags.mark_flag_as_required("workdir")
+
+
+def main(argv) -> None:
+    import sys
+
+    from absl import app, flags, logging
+
+    FLAGS = flags.FLAGS
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    try:
+        report = inspect_run(FLAGS.workdir, FLAGS.step, FLAGS.problems, FLAGS.num_problems)
+    except (ValueError, KeyError) as e:  # CheckpointError, ProblemsFileError, ConfigError
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps(report, indent=1) if FLAGS.format == "json" else format_text(report))

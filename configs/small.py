@@ -1,0 +1,32 @@
+"""The paper's setting (Part 1): 3 layers, 3 heads, depth-3 problems, LogOp queried 80%, OR and AND.
+
+    python launch/train.py --config=configs/small.py --workdir=runs/small
+
+Our choices (the paper published none of them): d_model 192 (d_head 64), d_mlp 768, GPT-2
+init, pre-LayerNorm, tanh GELU; AdamW (b1 0.9, b2 0.99, weight decay 0.1 on matrices only),
+peak lr 1e-3 after 1,000 warm-up steps, cosine decay to 1e-4 at step 50,000, global-norm
+clipping at 1.0; batch 512 problems per step and seed; 8 seeds vmapped (one GPU, or sharded
+over the devices of the mesh). Evaluation: greedy decoding of 4,096 held-out problems every
+2,000 steps.
+
+Result: not measured yet (no GPU in the session that wrote it). Sized for one GPU: 50,000 steps
+x 8 seeds x 512 problems = 205M problems. On a 2-core CPU use configs/tiny_cpu.py instead.
+"""
+
+from logic_jax.train.config import base_config
+
+
+def get_config():
+    c = base_config()
+    c.seed = 0
+    c.num_seeds = 8
+    c.num_steps = 50_000
+    c.batch_size = 512
+    c.steps_per_call = 200
+    c.checkpoint_every = 2_000
+    c.eval_every = 2_000
+    c.eval_size = 4_096
+    c.problem.update(depth=3, p_logop=0.8, p_and=0.5)
+    c.model.update(n_layers=3, n_heads=3, d_model=192, d_mlp=768)
+    c.optim.update(lr=1e-3, warmup_steps=1_000, decay_steps=50_000, end_lr_frac=0.1, weight_decay=0.1, b1=0.9, b2=0.99, clip_norm=1.0)
+    return c

@@ -1,0 +1,42 @@
+"""A grid sweep over config fields times seeds; points of the same shapes train in one vmap.
+
+    python launch/sweep.py --config=configs/sweep.py --workdir=DIR [--config.KEY=VALUE ...]
+
+Writes DIR/summary.md and DIR/summary.csv (accuracy mean and min over seeds, steps to 100%,
+wall time, per point); each group of points is a resumable run in DIR/groups/g<k>.
+"""
+
+import os
+import sys
+
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)  # launch/ holds inspect.py: keep the standard library's first
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "A sweep config (configs/sweep.py).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory of the sweep: one run per group, summary tables.")
+flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (multi-host runs).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    import jax
+
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    if FLAGS.multihost:
+        jax.distributed.initialize()
+    from logic_jax.train import sweep
+
+    rows = sweep.run_sweep(FLAGS.config, FLAGS.workdir)
+    if jax.process_index() == 0:
+        print(sweep.summary_markdown(rows), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

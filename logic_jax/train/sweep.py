@@ -1,0 +1,176 @@
+"""Grid sweeps: every point of a grid over config fields, times seeds, in few vmaps.
+
+A sweep config is a trainer config plus ``sweep``: the same nesting as the config, with a
+tuple of values at each swept key (``sweep.model.d_model = (32, 64)``). Points whose configs
+differ only in per-member values (``seed`` and ``optim.*``: arrays inside the vmapped state)
+have the same shapes and train together as one group: one vmap over points x seeds, in
+``<workdir>/groups/g<k>``. Each group is an ordinary resumable run.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import itertools
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from logic_jax.train import config as config_lib
+from logic_jax.train.state import members_of
+from logic_jax.train.trainer import RunMismatchError, train
+
+SWEEP_FILE = "sweep.json"
+# Values that live in each member's state, so points differing only here share a vmap.
+PER_MEMBER = ("seed", "num_seeds", "optim.")
+
+
+def _set(d: dict, key: str, value) -> None:
+    *path, last = key.split(".")
+    for p in path:
+        d = d[p]
+    d[last] = value
+
+
+def grid(config) -> list[tuple[str, tuple]]:
+    """The swept keys (sorted) and their values; errors name unknown keys or empty lists."""
+    d = config_lib.to_dict(config)
+    if "sweep" not in d:
+        raise config_lib.ConfigError("a sweep config needs a 'sweep' key (e.g. sweep.optim.lr = (1e-3, 3e-3))")
+    known = config_lib.flatten(config_lib.to_dict(config_lib.base_config()))
+    out = []
+    for key, values in sorted(config_lib.flatten(d["sweep"]).items()):
+        if key not in known:
+            raise config_lib.ConfigError(f"sweep key 'sweep.{key}': '{key}' is not a config key")
+        if not isinstance(values, (list, tuple)) or not values:
+            raise config_lib.ConfigError(f"sweep key 'sweep.{key}': needs a non-empty tuple of values, got {values!r}")
+        out.append((key, tuple(values)))
+    return out
+
+
+def points(config) -> list[dict[str, Any]]:
+    """Every grid point: its overrides and its full (checked) config."""
+    keys = grid(config)
+    base = config_lib.to_dict(config)
+    base.pop("sweep")
+    out = []
+    for index, values in enumerate(itertools.product(*[v for _, v in keys])):
+        overrides = dict(zip([k for k, _ in keys], values))
+        point = copy.deepcopy(base)
+        for k, v in overrides.items():
+            _set(point, k, v)
+        try:
+            config_lib.check(point)
+        except config_lib.ConfigError as e:
+            raise config_lib.ConfigError(f"sweep point {index} {overrides}: {e}") from None
+        out.append(dict(index=index, overrides=overrides, config=point))
+    return out
+
+
+def shape_key(point_config: dict) -> str:
+    flat = config_lib.flatten(point_config)
+    return json.dumps({k: v for k, v in sorted(flat.items()) if not k.startswith(PER_MEMBER)})
+
+
+def groups(pts: list[dict]) -> list[list[dict]]:
+    """Points grouped by shape, in order of first appearance."""
+    by_key: dict[str, list[dict]] = {}
+    for p in pts:
+        by_key.setdefault(shape_key(p["config"]), []).append(p)
+    return list(by_key.values())
+
+
+def check_sweep_workdir(workdir: str, config) -> None:
+    path = os.path.join(workdir, SWEEP_FILE)
+    new = config_lib.to_dict(config)
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        diffs = config_lib.differences(saved, new)
+        if diffs:
+            raise RunMismatchError(f"workdir {workdir} holds a sweep of another config; differing keys: {'; '.join(diffs)}")
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(new, f, indent=1)
+
+
+def steps_to_perfect(evals: list, member: int) -> int | None:
+    """First evaluated step at which the member's exact match is 100%."""
+    for step, metrics in evals:
+        if metrics[member]["exact"] >= 1.0:
+            return step
+    return None
+
+
+def run_sweep(config, workdir: str) -> list[dict]:
+    """Train every group (resuming finished or partial ones) and write the summary tables."""
+    config_lib.check(config, extra_keys=("sweep",))
+    pts = points(config)
+    check_sweep_workdir(workdir, config)
+    rows = []
+    all_groups = groups(pts)
+    for g, group in enumerate(all_groups):
+        members, owner = [], []
+        for p in group:
+            for m in members_of(p["config"], point=p["index"]):
+                members.append(m)
+                owner.append(p["index"])
+        result = train(group[0]["config"], os.path.join(workdir, "groups", f"g{g}"), members=members, desc=f"group {g + 1}/{len(all_groups)}")
+        final = result.evals[-1][1] if result.evals else None
+        for p in group:
+            idx = [i for i, o in enumerate(owner) if o == p["index"]]
+            exact = [final[i]["exact"] for i in idx] if final else []
+            first = [final[i]["first_token"] for i in idx] if final else []
+            perfect = [steps_to_perfect(result.evals, i) for i in idx]
+            rows.append(
+                dict(
+                    point=p["index"],
+                    **{k: v for k, v in p["overrides"].items()},
+                    group=g,
+                    seeds=len(idx),
+                    step=result.step,
+                    exact_mean=float(np.mean(exact)) if exact else None,
+                    exact_min=float(np.min(exact)) if exact else None,
+                    first_token_mean=float(np.mean(first)) if first else None,
+                    steps_to_100=None if any(s is None for s in perfect) else max(perfect),
+                    wall_time_s=round(result.wall_time, 1),
+                )
+            )
+    rows.sort(key=lambda r: r["point"])
+    write_summary(rows, workdir)
+    return rows
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def summary_markdown(rows: list[dict]) -> str:
+    cols = list(rows[0])
+    out = io.StringIO()
+    out.write("| " + " | ".join(cols) + " |\n")
+    out.write("|" + "|".join(" --- " for _ in cols) + "|\n")
+    for r in rows:
+        out.write("| " + " | ".join(_cell(r[c]) for c in cols) + " |\n")
+    out.write(
+        "\nexact_mean / exact_min: whole-proof exact match over seeds at the last step; steps_to_100: first "
+        "evaluated step where every seed is at 100% ('-': not reached); wall_time_s: the group's time "
+        "(points of one group train together).\n"
+    )
+    return out.getvalue()
+
+
+def write_summary(rows: list[dict], workdir: str) -> None:
+    with open(os.path.join(workdir, "summary.md"), "w") as f:
+        f.write(summary_markdown(rows))
+    with open(os.path.join(workdir, "summary.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)

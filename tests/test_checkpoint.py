@@ -1,0 +1,116 @@
+"""Checkpoints: a killed run resumes bitwise, corrupted checkpoints fall back, foreign dirs fail."""
+
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from logic_jax.train import trainer
+from logic_jax.train.checkpoint import CheckpointError, Checkpointer
+from train_fixtures import tiny_config, write_config_file
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(REPO, "tests")
+
+
+def _host(state):
+    return jax.tree.map(np.asarray, state)
+
+
+def _assert_bitwise(a, b):
+    la, lb = jax.tree_util.tree_flatten_with_path(_host(a))[0], jax.tree_util.tree_flatten_with_path(_host(b))[0]
+    assert len(la) == len(lb)
+    for (path, x), (_, y) in zip(la, lb):
+        assert x.dtype == y.dtype and np.array_equal(x, y), jax.tree_util.keystr(path)
+
+
+def _committed(workdir):
+    d = os.path.join(workdir, "checkpoints")
+    return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
+
+
+def test_killed_run_resumes_bitwise(tmp_path):
+    overrides = dict(num_steps=300, checkpoint_every=10, steps_per_call=10)
+    config_file = write_config_file(tmp_path / "cfg.py", TESTS, **overrides)
+    killed = str(tmp_path / "killed")
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "launch", "train.py"), f"--config={config_file}", f"--workdir={killed}"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 240
+    while not _committed(killed) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(random.uniform(0.0, 0.3))  # somewhere after the first checkpoint, maybe mid-save
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    steps = _committed(killed)
+    assert steps and steps[-1] < 300, steps
+    resumed = trainer.train(tiny_config(**overrides), killed)
+    reference = trainer.train(tiny_config(**overrides), str(tmp_path / "reference"))
+    assert resumed.step == reference.step == 300
+    _assert_bitwise(resumed.state, reference.state)
+    # The log reads like an uninterrupted run's: each chunk once.
+    steps_logged = [json.loads(l)["step"] for l in open(os.path.join(killed, "metrics.jsonl")) if '"train"' in l]
+    assert steps_logged == list(range(10, 301, 10))
+
+
+def _corrupt_files(directory):
+    for root, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            size = os.path.getsize(path)
+            with open(path, "wb") as f:
+                f.write(os.urandom(max(size, 8)))
+
+
+@pytest.mark.parametrize("how", ["garbage", "digest"])
+def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog, how):
+    workdir, reference_dir = str(tmp_path / "run"), str(tmp_path / "reference")
+    trainer.train(tiny_config(num_steps=20), workdir)
+    assert _committed(workdir) == [10, 20]
+    if how == "garbage":
+        _corrupt_files(os.path.join(workdir, "checkpoints", "20", "state"))
+    else:  # a state that restores but is not what was saved
+        path = os.path.join(workdir, "checkpoints", "20", "metrics", "metrics")
+        metrics = json.load(open(path))
+        metrics["state_sha256"] = "0" * 64
+        json.dump(metrics, open(path, "w"))
+    # A half-written save of a later step (a kill during the write) is ignored.
+    os.makedirs(os.path.join(workdir, "checkpoints", "30.orbax-checkpoint-tmp-1234", "state"))
+    with caplog.at_level(logging.WARNING):
+        resumed = trainer.train(tiny_config(num_steps=30), workdir)
+    assert any("checkpoints/20 is corrupted or half-written" in r.getMessage() for r in caplog.records)
+    assert os.path.isdir(os.path.join(workdir, "corrupt_checkpoints", "20"))
+    reference = trainer.train(tiny_config(num_steps=30), reference_dir)
+    _assert_bitwise(resumed.state, reference.state)
+    assert 20 in _committed(workdir) and 30 in _committed(workdir)
+
+
+def test_checkpoints_of_another_run_are_refused(tmp_path):
+    workdir = str(tmp_path)
+    trainer.train(tiny_config(num_steps=10), workdir)
+    os.remove(os.path.join(workdir, trainer.RUN_FILE))  # only the checkpoints say what they hold
+    with pytest.raises(trainer.RunMismatchError, match=r"model.d_mlp: 32 -> 64"):
+        trainer.train(tiny_config(num_steps=10, **{"model.d_mlp": 64}), workdir)
+
+
+def test_missing_and_foreign_checkpoint_directories(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint directory at .*nowhere"):
+        Checkpointer(str(tmp_path / "nowhere"), read_only=True)
+    foreign = tmp_path / "foreign"
+    with ocp.CheckpointManager(str(foreign / "checkpoints")) as manager:
+        manager.save(1, args=ocp.args.Composite(other=ocp.args.JsonSave({"a": 1})))
+        manager.wait_until_finished()
+    ckpt = Checkpointer(str(foreign), read_only=True)
+    with pytest.raises(CheckpointError, match=r"foreign/checkpoints/1: not a logic_jax training checkpoint"):
+        ckpt.restore_latest(lambda run: None)

@@ -1,0 +1,102 @@
+"""launch/inspect.py: a written checkpoint read back alone, on fresh problems and on a JSONL file."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from logic_jax.problem import format as fmt
+from logic_jax.problem import oracle
+from logic_jax.problem.config import ProblemConfig
+from logic_jax.problem.sampler import sample
+from logic_jax.train import evaluate as evaluate_lib
+from logic_jax.train import inspection, trainer
+from logic_jax.train.checkpoint import CheckpointError, member_digests
+from train_fixtures import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """8 seeds sharded over 8 devices, checkpoints at 10 and 20."""
+    workdir = tmp_path_factory.mktemp("run")
+    result = trainer.train(tiny_config(num_seeds=8, num_devices=8, eval_every=10), str(workdir))
+    return str(workdir), result
+
+
+def _problems_file(path, n=24):
+    batch = jax.device_get(sample(jax.random.PRNGKey(7), ProblemConfig(depth=2), n))
+    c = fmt.context_len(2)
+    with open(path, "w") as f:
+        for tokens, mask in zip(batch.tokens, batch.answer_mask):
+            f.write(json.dumps(dict(context=tokens[:c].tolist(), answer=tokens[mask].tolist(), text="ignored")) + "\n")
+    return str(path)
+
+
+def _cli(*args):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")  # one CPU device: not the writer's 8
+    out = subprocess.run([sys.executable, os.path.join(REPO, "launch", "inspect.py"), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return out
+
+
+def test_inspect_json_on_one_device_reads_an_eight_device_checkpoint(run, tmp_path):
+    workdir, result = run
+    problems = _problems_file(tmp_path / "problems.jsonl")
+    out = _cli(f"--workdir={workdir}", f"--problems={problems}", "--format=json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert report["step"] == 20 and report["num_seeds"] == 8 and report["param_count"] > 0
+    assert report["config"]["model"]["d_model"] == 16 and report["problems"]["n"] == 24
+    params = jax.tree.map(np.asarray, result.state.params)
+    assert [s["params_sha256"] for s in report["seeds"]] == member_digests(params)
+    # The same numbers as evaluating in this process.
+    records = [json.loads(l) for l in open(problems)]
+    expected_cases = [oracle.case_of(r["context"]) for r in records]
+    first = report["seeds"][0]["evaluation"]
+    assert sum(first["case_count"].values()) == 24
+    assert first["case_count"]["linear"] == expected_cases.count(0)
+    from logic_jax.train import config as config_lib
+
+    config = tiny_config(num_seeds=8)
+    evaluate = evaluate_lib.make_evaluate(config_lib.model_config(config), fmt.context_len(2), None, batch=24)
+    here = evaluate(params, evaluate_lib.problems_from_records(records, 2))
+    assert [s["evaluation"]["exact"] for s in report["seeds"]] == [m["exact"] for m in here]
+    assert [s["evaluation"]["errors"] for s in report["seeds"]] == [m["errors"] for m in here]
+
+
+def test_inspect_text_fresh_problems_and_step(run):
+    workdir, result = run
+    report = inspection.inspect_run(workdir, step=10, num_problems=16)
+    assert report["step"] == 10 and report["problems"] == dict(kind="fresh", n=16, note=report["problems"]["note"])
+    text = inspection.format_text(report)
+    assert "step        10" in text and "OR TT" in text and len(text.splitlines()) == 10 + 8
+    assert report["seeds"][3]["trainer_eval"]["step"] == 10
+    # The default is the newest checkpoint, evaluated on the trainer's held-out problems.
+    newest = inspection.inspect_run(workdir)
+    assert newest["step"] == 20
+    assert [s["evaluation"]["exact"] for s in newest["seeds"]] == [m["exact"] for m in result.evals[-1][1]]
+
+
+def test_inspect_errors(run, tmp_path):
+    workdir, _ = run
+    with pytest.raises(CheckpointError, match="no such workdir"):
+        inspection.inspect_run(str(tmp_path / "missing"))
+    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="holds no checkpoints"):
+        inspection.inspect_run(str(tmp_path / "empty"))
+    with pytest.raises(CheckpointError, match="no checkpoint at step 15"):
+        inspection.inspect_run(workdir, step=15)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(dict(context=[1, 2, 3], answer=[fmt.EOS])) + "\n")
+    with pytest.raises(evaluate_lib.ProblemsFileError, match=r"bad.jsonl, record 1: context has 3 tokens"):
+        inspection.inspect_run(workdir, problems_file=str(bad))
+    bad.write_text(json.dumps(dict(answer=[fmt.EOS])) + "\n")
+    with pytest.raises(evaluate_lib.ProblemsFileError, match=r"record 1: needs 'context' and 'answer'"):
+        inspection.inspect_run(workdir, problems_file=str(bad))
+    out = _cli(f"--workdir={tmp_path / 'missing'}")
+    assert out.returncode == 1 and "no such workdir" in out.stderr
