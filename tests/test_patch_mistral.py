@@ -1,0 +1,237 @@
+"""The Mistral patching study on tiny random checkpoints written by transformers (CPU, float32).
+
+The checkpoint has the real v1 vocabulary size (32000, so the shipped Mistral tokenizer
+applies) with a tiny body: 2 layers, 4 query heads on 2 key/value heads, head_dim 24,
+sliding window 5 (shorter than the prompts, so the window logic is exercised).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from logic_jax.interp.hooks import block_site
+from logic_jax.interp.patching import patching_sweep
+from logic_jax.llm import accuracy, circuit as circuit_lib, study, sweeps
+from logic_jax.llm.batches import make_batches
+from logic_jax.llm.cached import make_suffix_forward, prefill, split_prefix
+from logic_jax.llm.prompts import PromptConfig, build_pairs
+from logic_jax.llm.tokens import PromptCheckError, tokenize_pairs
+from logic_jax.models import mistral
+from logic_jax.models.mistral.generate import greedy_decode
+from logic_jax.models.mistral.modeling import positions_from_mask
+
+sys.path.insert(0, str(Path(__file__).parent))
+from mistral_fixtures import write_tiny_checkpoint  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+P = 5
+TOL = dict(rtol=1e-5, atol=1e-5)
+TINY_CIRCUIT = {"mover": {"heads": [[0, 1]], "positions": ["query", "last"]}, "decision": {"heads": [[1, 2], [1, 3]], "positions": ["last"]}}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny32k")
+    model = write_tiny_checkpoint(directory, vocab_size=32000, max_shard_size="5MB")
+    config, params = mistral.load_params(directory, jnp.float32)
+    tokenizer = mistral.load_tokenizer(directory, config)  # no tokenizer files: mistral-common's v1
+    pairs = build_pairs(0, 3, PromptConfig(shots=1))
+    tokenized = tokenize_pairs(tokenizer, pairs, positions=P)
+    batch = jax.tree.map(jnp.asarray, make_batches(pairs, tokenized, 4)[0])  # 3 pairs + 1 filler row
+    return dict(directory=directory, model=model, config=config, params=params, tokenizer=tokenizer, pairs=pairs, batch=batch)
+
+
+def _prepare(tiny, batch):
+    sites = sweeps.sweep_sites(tiny["config"].num_layers, ("head_z", "resid"))
+    return sweeps.prepare(tiny["config"], tiny["params"], batch, positions=P, cf_sites=sites)
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny):
+    return _prepare(tiny, tiny["batch"])
+
+
+def test_suffix_forward_equals_the_full_forward(tiny):
+    config, params, batch = tiny["config"], tiny["params"], tiny["batch"]
+    tokens = np.pad(np.asarray(batch.clean), ((0, 0), (3, 0)))
+    mask = np.pad(np.asarray(batch.mask), ((0, 0), (3, 0)))
+    mask[1, :7] = 0  # rows with different left padding
+    sites = (block_site(1, "hook_z"), block_site(0, "hook_resid_post"), block_site(1, "hook_pattern"))
+    full_logits, full = jax.jit(mistral.make_forward(config), static_argnames="cache")(params, tokens, None, sites, attention_mask=mask)
+
+    @jax.jit
+    def ours(params, tokens, mask):
+        last, prefix, _ = prefill(config, params, tokens, mask)
+        forward = make_suffix_forward(config, False)
+        return last, forward(params, tokens[:, -P:], None, sites, prefix=split_prefix(prefix, P), positions=positions_from_mask(mask)[:, -P:])
+
+    last, (logits, acts) = ours(params, tokens, mask)
+    np.testing.assert_allclose(last, full_logits[:, -1], **TOL)
+    np.testing.assert_allclose(logits, full_logits[:, -P:], **TOL)
+    for site in sites:
+        want = full[site][:, :, -P:] if site.endswith("hook_pattern") else full[site][:, -P:]
+        np.testing.assert_allclose(acts[site], want, **TOL, err_msg=site)
+
+
+def test_patching_with_clean_values_changes_nothing(tiny):
+    config, params, batch = tiny["config"], tiny["params"], tiny["batch"]
+    same = dataclasses.replace(batch, cf=batch.clean)
+    prep = _prepare(tiny, same)
+    metric = sweeps.metric_of(same)
+    clean = float(metric(prep.clean_logits[:, None]))
+    for name in ("head_z", "resid"):
+        out = sweeps.run_sweep(name, config, params, prep, metric, chunk_size=None)
+        np.testing.assert_allclose(out, np.full_like(out, clean), **TOL, err_msg=name)
+    np.testing.assert_allclose(sweeps.run_attribution(config, params, prep, metric), 0.0, atol=1e-6)
+
+
+def test_full_patching_reproduces_the_counterfactual(tiny, prepared):
+    config, params, batch = tiny["config"], tiny["params"], tiny["batch"]
+    metric = sweeps.metric_of(batch)
+    clean, cf = float(metric(prepared.clean_logits[:, None])), float(metric(prepared.cf_logits[:, None]))
+    assert abs(clean - cf) > 1e-3
+    # The residual stream entering layer 0 at all of the last P positions: the whole difference
+    # of a query pair (it differs only at QUERY), so the run is the counterfactual one.
+    values = {block_site(l, "hook_resid_pre"): prepared.cf_values[block_site(l, "hook_resid_pre")] for l in range(config.num_layers)}
+    by_layer = patching_sweep(
+        make_suffix_forward(config, True), params, prepared.suffix, values, metric, "hook_resid_pre", ("layer",),
+        layers=config.num_layers, forward_kwargs=prepared.forward_kwargs,
+    )
+    np.testing.assert_allclose(by_layer[0], cf, **TOL)
+    # Every head output patched (nothing kept): the last position only reads the patched heads.
+    circuit = circuit_lib.parse_circuit(TINY_CIRCUIT).validate(config)
+    lds = circuit_lib.circuit_lds(circuit, config, params, prepared, metric, batch, P)
+    assert circuit.variants()[1] == "none"
+    np.testing.assert_allclose(lds[1], cf, **TOL)
+    scores = circuit_lib.scores(circuit, lds, 3.0, clean / 3, cf / 3)
+    assert scores["none"]["restored"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_head_z_equals_pytorch_forward_hooks(tiny, prepared):
+    """The sweep against a plain PyTorch loop: a pre-hook on o_proj writes the counterfactual z."""
+    config, batch, model = tiny["config"], tiny["batch"], tiny["model"]
+    real = 3
+    clean, cf = (torch.tensor(np.asarray(t)[:real], dtype=torch.long) for t in (batch.clean, batch.cf))
+    assert np.asarray(batch.mask)[:real].all()  # equal lengths: no padding needed
+    a, b = np.asarray(batch.clean_target)[:real], np.asarray(batch.cf_target)[:real]
+    d = config.head_dim
+    cf_z = {}
+    hooks = [layer.self_attn.o_proj.register_forward_pre_hook(lambda m, args, l=l: cf_z.__setitem__(l, args[0].clone())) for l, layer in enumerate(model.model.layers)]
+    with torch.no_grad():
+        model(cf)
+    for h in hooks:
+        h.remove()
+
+    def patched_ld(layer: int, head: int) -> float:
+        def hook(module, args):
+            z = args[0].clone()
+            z[:, -P:, head * d : (head + 1) * d] = cf_z[layer][:, -P:, head * d : (head + 1) * d]
+            return (z,)
+
+        handle = model.model.layers[layer].self_attn.o_proj.register_forward_pre_hook(hook)
+        try:
+            with torch.no_grad():
+                logits = model(clean).logits[:, -1].numpy()
+        finally:
+            handle.remove()
+        return float(np.sum(logits[np.arange(real), a] - logits[np.arange(real), b]))
+
+    ours = sweeps.run_sweep("head_z", config, tiny["params"], prepared, sweeps.metric_of(batch), chunk_size=None)
+    reference = np.array([[patched_ld(l, h) for h in range(config.num_heads)] for l in range(config.num_layers)])
+    np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-4)
+    assert np.ptp(reference) > 1e-3  # the heads do differ
+
+
+def test_cached_greedy_decoding_equals_generate(tiny):
+    config, params, batch = tiny["config"], tiny["params"], tiny["batch"]
+    ours = accuracy.greedy(config, params, batch.clean, batch.mask, 6)
+    reference = greedy_decode(mistral.make_forward(config), params, batch.clean, batch.mask, 6)
+    np.testing.assert_array_equal(ours, reference)
+
+
+def test_circuit_specs_are_checked(tiny):
+    config = tiny["config"]
+    with pytest.raises(circuit_lib.CircuitError, match=r"family 'locator': head \(12, 9\) is outside the model \(2 layers x 4 heads\)"):
+        circuit_lib.parse_circuit(None).validate(config)
+    with pytest.raises(circuit_lib.CircuitError, match="positions must be a non-empty subset"):
+        circuit_lib.parse_circuit({"x": {"heads": [[0, 0]], "positions": ["middle"]}})
+    with pytest.raises(circuit_lib.CircuitError, match="not a JSON object"):
+        circuit_lib.parse_circuit("{not json")
+    assert circuit_lib.parse_circuit(json.dumps(TINY_CIRCUIT)).heads == ((0, 1), (1, 2), (1, 3))
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)  # one CPU device is plenty
+    return subprocess.run([sys.executable, str(REPO / "launch" / "patch_mistral.py"), *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.slow  # ~80 s on 2 shared cores: a dozen compilations
+def test_command_end_to_end(tiny, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli(
+        f"--checkpoint={tiny['directory']}", f"--out={out}", "--num_pairs=3", "--shots=1", "--seed=0", "--positions=5",
+        "--batch_size=2", "--chunk_size=4", "--dtype=float32", f"--circuit={json.dumps(TINY_CIRCUIT)}", "--noprogress",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config, tokenizer = tiny["config"], tiny["tokenizer"]
+    layers, heads, kv = config.num_layers, config.num_heads, config.num_kv_heads
+    shapes = {"head_z": (layers, heads), "head_q": (layers, heads), "head_k": (layers, kv), "head_v": (layers, kv), "resid": (layers, P), "attn_out": (layers,), "mlp_out": (layers,), "head_z_attribution": (layers, heads), "clean_logits": (3, 32000)}
+    for name, shape in shapes.items():
+        array = np.load(out / f"{name}.npy")
+        assert array.shape == shape and np.isfinite(array).all(), name
+    assert np.load(out / "clean_logits.npy").dtype == np.float32
+    records = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    assert len(records) == 3
+    for record, pair in zip(records, build_pairs(0, 3, PromptConfig(shots=1))):
+        assert record["clean"] == pair.clean_text and record["counterfactual"] == pair.cf_text
+        assert tokenizer.decode([record["clean_target"]]) == pair.clean_target == pair.clean.first_letter
+        assert tokenizer.decode([record["counterfactual_target"]]) == pair.cf_target
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["circuit"]["scores"]) == {"circuit", "none", "without_mover", "without_decision"}
+    assert summary["accuracy"]["clean"]["n"] == 3 and summary["logit_difference"]["effect_kind"] == "normalized"
+    assert set(summary["attention"]) == {"0.1", "1.2", "1.3"}
+    report = (out / "report.md").read_text()
+    for image in ("head_z.png", "head_q.png", "head_k.png", "head_v.png", "resid.png"):
+        assert (out / image).stat().st_size > 0 and f"]({image})" in report
+    # The same run's clean logits equal the port's forward at the last position.
+    tokens = np.array([tokenizer.encode(r["clean"]) for r in records], np.int32)
+    logits, _ = mistral.make_forward(config)(tiny["params"], tokens)
+    np.testing.assert_allclose(np.load(out / "clean_logits.npy"), logits[:, -1], rtol=1e-4, atol=1e-4)
+
+
+def write_char_tokenizer(directory: Path) -> int:
+    """A character-level transformers tokenizer: ' T' is two tokens. Returns its size."""
+    from tokenizers import Tokenizer, decoders, models, processors
+    from transformers import PreTrainedTokenizerFast
+
+    chars = [c for c in string.printable if c not in "\r\x0b\x0c"]
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
+    backend = Tokenizer(models.BPE(vocab, merges=[], unk_token="<unk>"))
+    backend.decoder = decoders.Fuse()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>").save_pretrained(str(directory))
+    return len(vocab)
+
+
+def test_study_refuses_a_tokenizer_that_splits_letters(tmp_path, monkeypatch):
+    directory = tmp_path / "chars"
+    size = write_char_tokenizer(directory)
+    write_tiny_checkpoint(directory, vocab_size=size)
+    monkeypatch.setattr(study, "load_params", lambda *a, **k: pytest.fail("weights loaded before the prompt checks"))
+    cfg = study.StudyConfig(num_pairs=2, shots=1, circuit=TINY_CIRCUIT)
+    with pytest.raises(PromptCheckError, match=r"pair 0 \(query\), clean prompt: answer letter '\w' is not one token after 'Answer:'"):
+        study.run_study(directory, tmp_path / "out", cfg, progress=False)
+    assert not (tmp_path / "out").exists()
