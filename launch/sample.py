@@ -5,11 +5,15 @@ r"""Sample problems with the JAX sampler (the training code path) and write them
 """
 
 import json
+import os
 import sys
 
-from absl import app, flags
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)  # launch/ holds inspect.py: keep the standard library's first
 
-from logic_jax.problem.config import ConfigError, ProblemConfig
+from absl import app, flags  # noqa: E402
+
+from logic_jax.problem.config import ConfigError, ProblemConfig  # noqa: E402
 
 FLAGS = flags.DEFINE_integer("num", 10, "How many problems.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "PRNG seed; the same seed gives the same problems.")
