@@ -8,10 +8,10 @@ QUERY and the last position, fact and decision heads at the last position). What
 
 the share of the clean logit difference that the kept heads restore, for the whole circuit,
 for the circuit without each family (necessity), and for nothing kept (every head patched).
-Only heads are patched (MLPs and embeddings recompute from the mixed residual stream), so
-"nothing kept" need not reach LD_cf exactly: ``restored_vs_none`` also normalises against it,
-``(LD_kept - LD_none) / (LD_clean - LD_none)``. Before the last P positions the two prompts of a
-query pair are identical, so there "every head patched" changes nothing.
+Nothing kept must give LD_cf (restored 0) for every pair kind: the logits read only the last
+position's residual stream, which is then entirely counterfactual (its MLPs read only it), so
+that row checks that the patch covers every path. Positions before the last P keep their
+clean values (the clean run's cached keys and values).
 
 A circuit is data (``Circuit``), from JSON::
 
@@ -156,14 +156,6 @@ def circuit_lds(circuit: Circuit, config: MistralConfig, params, prepared: Prepa
 
 
 def scores(circuit: Circuit, sums: np.ndarray, count: float, mean_clean: float, mean_cf: float) -> dict:
-    """``{variant: {"ld", "restored", "restored_vs_none"}}`` from the summed LDs."""
+    """``{variant: {"ld", "restored"}}`` from the summed LDs."""
     lds = dict(zip(circuit.variants(), np.asarray(sums) / count))
-    none = lds["none"]
-    return {
-        name: {
-            "ld": float(ld),
-            "restored": float((ld - mean_cf) / (mean_clean - mean_cf)),
-            "restored_vs_none": float((ld - none) / (mean_clean - none)),
-        }
-        for name, ld in lds.items()
-    }
+    return {name: {"ld": float(ld), "restored": float((ld - mean_cf) / (mean_clean - mean_cf))} for name, ld in lds.items()}

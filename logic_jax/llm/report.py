@@ -135,8 +135,10 @@ def markdown(summary: dict, images: list[str]) -> str:
     if summary.get("circuit"):
         circuit = summary["circuit"]
         parts += ["## Circuit verification", "", f"Circuit: `{circuit['spec']}`", ""]
-        rows = [[name, _f(s["ld"]), _f(s["restored"]), _f(s["restored_vs_none"])] for name, s in circuit["scores"].items()]
-        parts += [_table(["heads kept clean", "mean LD", "restored (vs cf)", "restored (vs none kept)"], rows), ""]
+        if kind != "normalized":
+            parts += ["(This pair kind keeps the answer: LD_clean ~ LD_cf, so the shares below are ill-conditioned; read the LDs.)", ""]
+        rows = [[name, _f(s["ld"]), _f(s["restored"])] for name, s in circuit["scores"].items()]
+        parts += [_table(["heads kept clean", "mean LD", "restored: (LD - LD_cf) / (LD_clean - LD_cf)"], rows), ""]
     if summary.get("attention"):
         parts += ["## Attention of chosen heads (clean prompts, mean over pairs)", ""]
         spans = None

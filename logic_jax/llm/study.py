@@ -124,8 +124,13 @@ def run_study(
     tokenizer: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    params: Any = None,
 ) -> dict:
-    """Run the study and write every file to ``out``; returns the summary dict."""
+    """Run the study and write every file to ``out``; returns the summary dict.
+
+    ``params``: weights already on the device (e.g. random ones for a benchmark), matching
+    ``checkpoint``'s config.json; then no safetensors are read.
+    """
     log = log or (lambda message: None)
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
@@ -148,11 +153,16 @@ def run_study(
     log(f"{len(pairs)} {cfg.pair_kind} pairs, {batches[0].length} tokens, {len(batches)} batch(es) of {cfg.batch_size}")
 
     clock = time.perf_counter()
-    device_mesh = make_mesh() if mesh != "none" else None
-    shardings = param_shardings(abstract_params(config, DTYPES[dtype]), device_mesh, mesh) if device_mesh else None
-    config, params = load_params(checkpoint, DTYPES[dtype], shardings=shardings, config=config)
-    timings["load"] = time.perf_counter() - clock
-    log(f"loaded {checkpoint} ({dtype}, mesh={mesh}) in {timings['load']:.1f}s")
+    if params is None:
+        device_mesh = make_mesh() if mesh != "none" else None
+        shardings = param_shardings(abstract_params(config, DTYPES[dtype]), device_mesh, mesh) if device_mesh else None
+        config, params = load_params(checkpoint, DTYPES[dtype], shardings=shardings, config=config)
+        timings["load"] = time.perf_counter() - clock
+        log(f"loaded {checkpoint} ({dtype}, mesh={mesh}) in {timings['load']:.1f}s")
+    else:
+        want = jax.tree.map(lambda a: (a.shape, a.dtype), abstract_params(config, DTYPES[dtype]))
+        if jax.tree.map(lambda a: (a.shape, a.dtype), params) != want:
+            raise ValueError(f"the given params do not match {checkpoint}'s config.json in {dtype}")
 
     positions = cfg.positions
     totals = sweeps.Totals(effect_kind="delta_ld" if cfg.pair_kind == "rule_order" else "normalized")
