@@ -78,16 +78,30 @@ def problems(key: jax.Array, cfg: ProblemConfig, n: int, query: str | None = Non
     """``n`` problems of ``cfg``, the query chain ("logop"/"linear") and operator ("or"/"and") optionally fixed."""
     if query is not None or op is not None:
         cfg = dataclasses.replace(cfg, fix_query=query, fix_op=op)
-    return sample(key, cfg, n)
+    return host(sample(key, cfg, n))
+
+
+def host(tree: Any) -> Any:
+    """Numpy copies of a batch's arrays: slicing them on the host compiles nothing."""
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def split(batch: Any, sizes: Sequence[int]) -> list:
+    """Consecutive slices of ``sizes`` rows (sampling once and splitting compiles the sampler once)."""
+    if sum(sizes) > int(jax.tree.leaves(batch)[0].shape[0]):
+        raise AnalysisError(f"cannot split {int(jax.tree.leaves(batch)[0].shape[0])} rows into {list(sizes)}")
+    starts = np.cumsum([0] + list(sizes))
+    return [take(batch, slice(int(a), int(b))) for a, b in zip(starts[:-1], starts[1:])]
 
 
 def concat(*batches: Any) -> Any:
     """Batches (or any pytrees with a leading batch axis) one after the other."""
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *batches)
+    return jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *batches)
 
 
 def take(batch: Any, rows: Any) -> Any:
-    return jax.tree.map(lambda x: x[rows], batch)
+    """Rows of every array of a batch, on the host."""
+    return jax.tree.map(lambda x: np.asarray(x)[rows], batch)
 
 
 def context(batch: Batch) -> jax.Array:
@@ -110,7 +124,7 @@ def seed_params(stacked: Any, index: int) -> Any:
     n = num_seeds(stacked)
     if not 0 <= index < n:
         raise AnalysisError(f"seed index {index} out of range: the checkpoint holds seeds 0..{n - 1}")
-    return jax.tree.map(lambda x: x[index], stacked)
+    return jax.tree.map(lambda x: np.asarray(x)[index], stacked)  # on the host: no compilation per leaf shape
 
 
 @functools.lru_cache(maxsize=None)

@@ -44,31 +44,28 @@ QUERY_TYPES = (("linear", "linear"), ("LogOp", "logop"))  # (display name, Probl
 
 
 def make_problems(problem_cfg: ProblemConfig, settings: common.Settings) -> Problems:
+    """Fresh problems for every analysis. One sample per query type, split (the sampler compiles per shape)."""
     key = lambda name: common.analysis_key(settings, name)  # noqa: E731
-    attn = {name: common.problems(key(f"attention/{q}"), problem_cfg, settings.n_attention, query=q) for name, q in QUERY_TYPES}
-    half = settings.n_routing // 2
-    routing_batch = common.concat(
-        common.problems(key("routing/linear"), problem_cfg, settings.n_routing - half, query="linear"),
-        common.problems(key("routing/logop"), problem_cfg, half, query="logop"),
-    )
-    probe = {
-        name: (
-            common.problems(key(f"probe/train/{q}"), problem_cfg, settings.n_probe_train, query=q),
-            common.problems(key(f"probe/test/{q}"), problem_cfg, settings.n_probe_test, query=q),
-        )
-        for name, q in QUERY_TYPES
-    }
+    s = settings
+    half = s.n_routing // 2
+    attn, routing_parts, probe = {}, [], {}
+    for name, q in QUERY_TYPES:
+        n_route = s.n_routing - half if q == "linear" else half
+        sizes = (s.n_attention, n_route, s.n_probe_train, s.n_probe_test)
+        a, r, train, test = common.split(common.problems(key(f"problems/{q}"), problem_cfg, sum(sizes), query=q), sizes)
+        attn[name], probe[name] = a, (train, test)
+        routing_parts.append(r)
     logop_cfg = dataclasses.replace(problem_cfg, fix_query="logop")
-    route_pairs = pairs_lib.make_pairs(key("route_pairs"), logop_cfg, settings.n_patch, "query")
-    patch_pairs = {
-        "query": pairs_lib.make_pairs(key("pairs/query"), problem_cfg, settings.n_patch, "query"),
-        "fact": pairs_lib.make_pairs(key("pairs/fact"), logop_cfg, settings.n_patch, "fact", differing_only=True),
-        "operator": pairs_lib.make_pairs(key("pairs/operator"), logop_cfg, settings.n_patch, "operator", differing_only=True),
-    }
+    route_pairs = common.host(pairs_lib.make_pairs(key("route_pairs"), logop_cfg, s.n_patch, "query"))
+    patch_pairs = common.host({
+        "query": pairs_lib.make_pairs(key("pairs/query"), problem_cfg, s.n_patch, "query"),
+        "fact": pairs_lib.make_pairs(key("pairs/fact"), logop_cfg, s.n_patch, "fact", differing_only=True),
+        "operator": pairs_lib.make_pairs(key("pairs/operator"), logop_cfg, s.n_patch, "operator", differing_only=True),
+    })
     return Problems(
-        accuracy=accuracy.held_out(key("accuracy"), problem_cfg, settings.n_accuracy),
+        accuracy=accuracy.held_out(key("accuracy"), problem_cfg, s.n_accuracy),
         attention=attn,
-        routing=routing_batch,
+        routing=common.concat(*routing_parts),
         probe=probe,
         route_pairs=route_pairs,
         patch_pairs=patch_pairs,
@@ -182,7 +179,7 @@ def analyze(workdir: str, out_dir: str, seeds: Sequence[int] | None = None, sett
     step, state, run, _ = inspection.load(workdir, step)
     config = run["config"]
     model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
-    stacked = state.params
+    stacked = common.host(state.params)
     available = common.num_seeds(stacked)
     seeds = list(range(available)) if seeds is None else [int(s) for s in seeds]
     if not seeds:

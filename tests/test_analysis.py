@@ -1,0 +1,306 @@
+"""The analyses recover patterns planted in hand-built models.
+
+* ``planted_gpt``: a GPT whose weights implement a two-step circuit: in layer 2 (blocks.1)
+  head 0, QUERY attends to itself and copies its letter (a "routing signal"); in layer 3
+  (blocks.2) head 0, ANSWER attends to QUERY and copies that letter into the logits. Every
+  other head and MLP writes nothing. So it predicts the QUERY letter at ANSWER.
+* ``with_plant``: any forward with extra patches computed from the tokens (which chain is
+  queried, the operator, the linear chain's source), to plant an attention pattern, a
+  routing signal or a probe-readable letter exactly where the paper finds them.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from logic_jax.analysis import attention, causal, common, figures, probes, routing
+from logic_jax.interp.hooks import Patch
+from logic_jax.interp.interventions import merge_patches
+from logic_jax.interp.pairs import make_pairs
+from logic_jax.models import gpt
+from logic_jax.problem import format as fmt
+from logic_jax.problem.config import ProblemConfig
+
+DEPTH = 3
+PROBLEM = ProblemConfig(depth=DEPTH)
+QUERY, ANSWER = fmt.query_pos(DEPTH), fmt.answer_pos(DEPTH)
+CFG = gpt.GPTConfig(n_layers=3, n_heads=2, d_model=64, d_mlp=8, max_len=fmt.seq_len(DEPTH))
+LETTER = 2  # letter t lives on residual dimension LETTER + t; 0 marks ANSWER, 1 marks QUERY
+
+
+def planted_params():
+    p = jax.tree.map(lambda x: np.zeros(x.shape, np.float32), gpt.abstract_params(CFG))
+    for ln in [p["ln_final"]] + [p["blocks"][i][n] for i in range(CFG.n_layers) for n in ("ln1", "ln2")]:
+        ln["scale"][:] = 1.0
+    for t in range(fmt.VOCAB_SIZE):  # one-hot embeddings: letters on 2..27, other tokens on 28..
+        p["W_E"][t, LETTER + t] = 3.0
+    p["W_pos"][ANSWER, 0] = p["W_pos"][QUERY, 1] = 10.0
+    letters = np.arange(fmt.NUM_LETTERS)
+    for block, (query_dim, key_dim, scale) in ((1, (1, 1, 1.0)), (2, (0, 1, 2.0))):  # blocks.1: QUERY -> QUERY; blocks.2: ANSWER -> QUERY
+        a = p["blocks"][block]["attn"]
+        a["W_Q"][query_dim, 0, 0] = a["W_K"][key_dim, 0, 0] = scale
+        a["W_V"][LETTER + letters, 0, letters] = 1.0
+        a["W_O"][0, letters, LETTER + letters] = 5.0
+    p["W_U"][LETTER + letters, letters] = 1.0
+    return jax.tree.map(jnp.asarray, p)
+
+
+FORWARD = common.forward_for(CFG)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_params()
+
+
+def query_is_answer(batch):
+    """The planted model answers the QUERY letter: score it against that."""
+    return batch.replace(first_answer=batch.tokens[:, QUERY])
+
+
+@pytest.fixture(scope="module")
+def samples():
+    """Per query type: 48 problems for the attention tests, 312 + 156 for the probes (one sampler call each)."""
+    return {name: common.split(common.problems(jax.random.PRNGKey(3), PROBLEM, 516, query=q), (48, 312, 156)) for name, q in (("linear", "linear"), ("LogOp", "logop"))}
+
+
+@pytest.fixture(scope="module")
+def batches(samples):
+    return {name: parts[0] for name, parts in samples.items()}
+
+
+# --- A forward with planted patches ---------------------------------------------------------------
+def structure(tokens):
+    """From context tokens: (query letter, operator position, is_and, the LogOp chain is queried, linear source)."""
+    rows = jnp.arange(tokens.shape[0])
+    q = tokens[:, QUERY]
+    op_pos = jnp.argmax((tokens == fmt.AND) | (tokens == fmt.OR), axis=1)
+    is_and = tokens[rows, op_pos] == fmt.AND
+    is_logop = tokens[rows, op_pos + 3] == q  # x OP y IMPLIES z: z is 3 after OP
+    letter = q
+    for _ in range(DEPTH - 1):  # follow `p IMPLIES letter` back to the chain's source
+        hit = (tokens[:, 1:-1] == fmt.IMPLIES) & (tokens[:, 2:] == letter[:, None])
+        letter = tokens[rows, jnp.argmax(hit, axis=1)]
+    return q, op_pos, is_and, is_logop, letter
+
+
+def with_plant(plant):
+    base = common.forward_for(gpt.GPTConfig(n_layers=3, n_heads=2, d_model=32, d_mlp=32, max_len=fmt.seq_len(DEPTH)))
+
+    def forward(params, tokens, patches=None, cache=()):
+        return base(params, tokens, merge_patches(patches or {}, plant(tokens)), cache)
+
+    return forward
+
+
+def _attend(tokens):
+    """Layer-3 head 0 at ANSWER: onto QUERY for linear queries, onto the operator for LogOp ones."""
+    _, op_pos, _, is_logop, _ = structure(tokens)
+    b, n = tokens.shape
+    target = jnp.where(is_logop, op_pos, QUERY)
+    value = jax.nn.one_hot(target, n)[:, None, None, :]
+    mask = (jnp.arange(2) == 0)[None, :, None, None] & (jnp.arange(n) == n - 1)[None, None, :, None]
+    return {"blocks.2.attn.hook_pattern": Patch(value=value, mask=mask)}
+
+
+ROUTE_DIRS = np.linalg.qr(np.random.default_rng(0).normal(size=(32, 3)))[0].T  # orthonormal: linear, LogOp, AND
+
+
+def _route(tokens):
+    """A routing signal at QUERY: one direction per chain, plus an AND/OR component for LogOp queries."""
+    _, _, is_and, is_logop, _ = structure(tokens)
+    d = jnp.asarray(ROUTE_DIRS)
+    vec = jnp.where(is_logop[:, None], d[1] + 0.5 * jnp.where(is_and[:, None], d[2], -d[2]), d[0]) * 200.0
+    add = vec[:, None, :] * (jnp.arange(tokens.shape[1]) == QUERY)[None, :, None]
+    return {"blocks.1.hook_attn_out": Patch(add=add)}
+
+
+LETTER_DIRS = np.random.default_rng(1).normal(size=(fmt.NUM_LETTERS, 32))
+
+
+def _probe(tokens):
+    """The linear chain's source letter, written linearly into the residual after layer 2 at QUERY (linear queries only)."""
+    _, _, _, is_logop, source = structure(tokens)
+    vec = jnp.asarray(LETTER_DIRS)[source] * 5.0 * (~is_logop)[:, None]
+    add = vec[:, None, :] * (jnp.arange(tokens.shape[1]) == QUERY)[None, :, None]
+    return {"blocks.1.hook_resid_post": Patch(add=add)}
+
+
+ATTEND, ROUTE, PROBE = with_plant(_attend), with_plant(_route), with_plant(_probe)
+
+
+@pytest.fixture(scope="module")
+def random_params():
+    return gpt.init_params(jax.random.PRNGKey(1), gpt.GPTConfig(n_layers=3, n_heads=2, d_model=32, d_mlp=32, max_len=fmt.seq_len(DEPTH)))
+
+
+def test_structure_helper_matches_the_sampler(batches):
+    for name, b in batches.items():
+        _, _, is_and, is_logop, source = structure(common.context(b))
+        np.testing.assert_array_equal(is_logop, b.query_logop)
+        np.testing.assert_array_equal(is_and, b.is_and)
+        if name == "linear":
+            np.testing.assert_array_equal(source, b.first_answer)
+
+
+# --- Claim 3 / 5: attention ------------------------------------------------------------------------
+def test_planted_weights_attend_answer_to_query(planted, batches):
+    summaries = {n: attention.summarize(attention.answer_rows(FORWARD, planted, b, 2), b) for n, b in batches.items()}
+    for s in summaries.values():
+        assert s["onto_query"][0] > 0.99  # head 0 reads QUERY
+        assert s["onto_query"][1] == pytest.approx(1 / (ANSWER + 1), abs=1e-4)  # head 1: uniform over the context
+        np.testing.assert_allclose(s["regions"].sum(1), 1.0, rtol=1e-5)
+    c3 = attention.claim3(summaries["linear"], summaries["LogOp"])
+    assert c3["head"] == 0 and c3["linear_head"] > 0.99 and c3["logop_head"] > 0.99
+
+
+def test_planted_pattern_separates_linear_and_logop(random_params, batches):
+    s = {n: attention.summarize(attention.answer_rows(ATTEND, random_params, b, 2), b) for n, b in batches.items()}
+    c3 = attention.claim3(s["linear"], s["LogOp"])
+    assert c3["head"] == 0 and c3["linear_head"] == pytest.approx(1.0, abs=1e-6) and c3["logop_head"] == pytest.approx(0.0, abs=1e-6)
+    c5 = attention.claim5(s["LogOp"])
+    assert c5["operator_head"] == 0 and c5["operator"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_region_masks_partition_the_context(batches):
+    for b in batches.values():
+        masks = attention.region_masks(b)
+        np.testing.assert_array_equal(masks.sum(1), 1)  # every position in exactly one region
+        tokens = np.asarray(common.context(b))
+        rows = np.arange(len(tokens))
+        assert np.all(masks[rows, 0, QUERY])
+        op = masks[:, attention.REGIONS.index("operator")]
+        assert np.all(np.isin(tokens[op], (fmt.AND, fmt.OR))) and np.all(op.sum(1) == 1)
+        fact = masks[:, attention.REGIONS.index("first-token fact")]
+        assert np.all(fact.sum(1) == 2)
+        assert np.all(tokens[fact].reshape(-1, 2)[:, 0] == np.asarray(b.first_answer))
+        assert np.all(np.isin(tokens[fact].reshape(-1, 2)[:, 1], (fmt.TRUE, fmt.FALSE)))
+
+
+# --- Claim 2: routing ------------------------------------------------------------------------------
+def test_cluster_scores_on_known_matrices():
+    labels = np.array([0, 0, 0, 1, 1])
+    v = np.array([[1, 0], [2, 0], [3, 0], [0, 1], [0, 5]], float)
+    cos = routing.cosine_matrix(v)
+    assert routing.separation(cos, labels) == pytest.approx(1.0)
+    assert routing.silhouette(cos, labels) == pytest.approx(1.0)
+    assert routing.separation(np.ones((5, 5)), labels) == pytest.approx(0.0)
+    with pytest.raises(common.AnalysisError, match="at least 2 groups"):
+        routing.separation(cos, np.array([0, 0, 0, 0, 1]))
+
+
+def test_planted_routing_signal_separates_clusters(random_params, batches):
+    both = common.concat(batches["linear"], batches["LogOp"])
+    planted = routing.scores(routing.routing_vectors(ROUTE, random_params, both, 1), both.query_logop, both.is_and)
+    # Within LogOp, OR and AND vectors have cosine 0.6, so within-group cosine is (1 + 0.8) / 2 = 0.9 and between 0.
+    assert planted["chain_separation"] == pytest.approx(0.9, abs=0.02) and planted["chain_silhouette"] > 0.8
+    assert planted["op_separation"] > 0.3 and planted["op_silhouette"] > 0.3
+    # Without the plant an untrained model's signal does not cluster by chain.
+    forward = common.forward_for(gpt.GPTConfig(n_layers=3, n_heads=2, d_model=32, d_mlp=32, max_len=fmt.seq_len(DEPTH)))
+    plain = routing.scores(routing.routing_vectors(forward, random_params, both, 1), both.query_logop, both.is_and)
+    assert abs(plain["chain_separation"]) < 0.1 and plain["chain_silhouette"] < 0.2
+    order = routing.display_order(both.query_logop, both.is_and, limit=40)
+    assert len(order) <= 41 and not np.asarray(both.query_logop)[order[0]]
+
+
+# --- Claim 4: probes -------------------------------------------------------------------------------
+def test_probe_reads_a_linear_code_and_not_noise():
+    rng = np.random.default_rng(0)
+    y_tr, y_te = rng.integers(0, 26, 400), rng.integers(0, 26, 200)
+    code = rng.normal(size=(26, 16))
+    feats = lambda y, s: np.stack([code[y] * s + rng.normal(size=(len(y), 16)), rng.normal(size=(len(y), 16))])[:, None].astype(np.float32)  # noqa: E731
+    out = probes.probe_grid(feats(y_tr, 3.0), y_tr, feats(y_te, 3.0), y_te, steps=100)
+    assert out["test"].shape == (2, 1)
+    assert out["test"][0, 0] > 0.95 and out["test"][1, 0] < 0.15
+
+
+def test_planted_letter_is_found_after_layer_2_at_query(random_params, samples):
+    linear = probes.run(PROBE, random_params, *samples["linear"][1:], n_layers=3, steps=60)
+    logop = probes.run(PROBE, random_params, *samples["LogOp"][1:], n_layers=3, steps=60)
+    stage = lambda r, s, p: r["test"][r["stages"].index(s), probes.POSITIONS.index(p)]  # noqa: E731
+    assert linear["stages"] == ["embed", "L1 attn", "L1", "L2 attn", "L2", "L3 attn", "L3"]
+    assert stage(linear, "L2", "QUERY") > 0.95 and stage(linear, "L3", "QUERY") > 0.95
+    assert stage(linear, "L1", "QUERY") < 0.3 and stage(linear, "embed", "QUERY") < 0.3
+    assert stage(logop, "L2", "QUERY") < 0.3
+
+
+# --- Causal tests ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def query_pairs():
+    logop, linear = make_pairs(jax.random.PRNGKey(7), dataclasses.replace(PROBLEM, fix_query="logop"), 16, "query")
+    return query_is_answer(logop), query_is_answer(linear)
+
+
+def test_planted_circuit_patching_heatmaps(planted, query_pairs):
+    maps = causal.patching_maps(FORWARD, planted, *query_pairs, n_layers=3)
+    heads = maps["heads"]
+    assert maps["ld_clean"] > 1 and maps["ld_cf"] < -1
+    assert heads[2, 0] == pytest.approx(1.0, abs=0.05)  # the reader carries the answer
+    assert heads[1, 0] > 0.3  # the router's copy at QUERY moves it
+    silent = np.ones_like(heads, bool)
+    silent[1, 0] = silent[2, 0] = False
+    np.testing.assert_allclose(heads[silent], 0.0, atol=1e-4)  # heads that write nothing
+    pos = maps["positions"]
+    assert pos.shape == (3, ANSWER + 1)
+    assert pos[0, QUERY] == pytest.approx(1.0, abs=1e-4)  # the query token itself
+    np.testing.assert_allclose(np.delete(pos[0], QUERY), 0.0, atol=0.1)
+    assert causal.top_cell(heads) == ((2, 0), pytest.approx(heads[2, 0]))
+
+
+def test_planted_circuit_head_ablation(planted, batches):
+    b = query_is_answer(batches["linear"])
+    out = causal.head_ablation(FORWARD, planted, b, 3, reference=common.concat(b, query_is_answer(batches["LogOp"])))
+    assert out["clean_accuracy"] == 1.0 and out["clean_margin"] > 1
+    assert out["accuracy"][2, 0] < 0.3
+    for layer, head in ((0, 0), (0, 1), (1, 1), (2, 1)):  # heads that write nothing
+        assert out["accuracy"][layer, head] == 1.0
+        assert out["margin"][layer, head] == pytest.approx(out["clean_margin"], rel=1e-4)
+
+
+def test_planted_circuit_routing_patch(planted, query_pairs):
+    out = causal.route_patch_both(FORWARD, planted, *query_pairs, route=1, read=2)
+    for d in causal.DIRECTIONS:
+        r = out[d]
+        assert r["accuracy_before"] == 1.0
+        assert r["donor_after"] > 0.9 and r["effect"] > 0.5  # the copied letter at QUERY decides the answer
+        assert r["attention_before"][0] > 0.99 and r["attention_after"][0] > 0.99
+
+
+def test_routing_patch_from_itself_changes_nothing(random_params, query_pairs):
+    forward = common.forward_for(gpt.GPTConfig(n_layers=3, n_heads=2, d_model=32, d_mlp=32, max_len=fmt.seq_len(DEPTH)))
+    logop, _ = query_pairs
+    r = causal.route_patch(forward, random_params, logop, logop, route=1, read=2)
+    np.testing.assert_allclose(r["attention_after"], r["attention_before"], atol=1e-6)
+    assert r["ld_after"] == pytest.approx(r["ld_before"], abs=1e-5) and r["effect"] is None
+
+
+def test_first_token_metric():
+    logits = jnp.zeros((2, 3, 5)).at[0, -1, 1].set(2.0).at[0, -1, 3].set(0.5).at[1, -1, 4].set(1.0)
+    margin, acc = causal.FirstToken(jnp.array([1, 2]))(logits)
+    assert float(acc) == 0.5 and float(margin) == pytest.approx((1.5 - 1.0) / 2)
+
+
+# --- Figures and settings ----------------------------------------------------------------------------
+def test_draw_attention_writes_a_png(planted, batches, tmp_path):
+    tokens = common.context(batches["linear"])[:1]
+    pattern = attention.patterns(FORWARD, planted, tokens, 3)[0]
+    assert pattern.shape == (3, 2, ANSWER + 1, ANSWER + 1)
+    path = figures.draw_attention(pattern, np.asarray(tokens[0]), str(tmp_path / "a.png"), "planted")
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(common.AnalysisError, match="tokens for a pattern"):
+        figures.draw_attention(pattern, np.asarray(tokens[0])[:-1], str(tmp_path / "b.png"))
+    with pytest.raises(common.AnalysisError, match=r"\[layers, heads, q, k\]"):
+        figures.draw_attention(pattern[0], np.asarray(tokens[0]), str(tmp_path / "c.png"))
+
+
+def test_settings_errors_name_the_field():
+    with pytest.raises(common.AnalysisError, match="n_probe_train"):
+        common.Settings(n_probe_train=0)
+    with pytest.raises(common.AnalysisError, match="read_layer"):
+        common.Settings(read_layer=3).layers(3)
+    assert common.Settings().layers(3) == (1, 2)
+    assert common.layer_name(1) == "layer 2 (blocks.1)"
+    assert common.stats([0.5, None, 1.0]) == dict(mean=0.75, std=0.25, min=0.5, max=1.0)
