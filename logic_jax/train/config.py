@@ -41,6 +41,13 @@ OPTIM_KEYS = ("lr", "warmup_steps", "decay_steps", "end_lr_frac", "weight_decay"
 MODEL_KEYS = ("n_layers", "n_heads", "d_model", "d_mlp", "ln_eps", "init_std")
 
 
+def _placeholder(field: dataclasses.Field):
+    if field.default is not None:
+        return field.default
+    kind = str if "str" in str(field.type) else bool
+    return ml_collections.config_dict.placeholder(kind)
+
+
 def base_config() -> ml_collections.ConfigDict:
     """Every key a trainer config has, with defaults (the paper's model shape)."""
     c = ml_collections.ConfigDict()
@@ -56,7 +63,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.num_devices = 0  # devices of the seed mesh; 0: all (num_seeds must be a multiple)
     c.progress = True  # tqdm progress bar
     c.model = ml_collections.ConfigDict(dict(n_layers=3, n_heads=3, d_model=96, d_mlp=384, ln_eps=1e-5, init_std=0.02))
-    c.problem = ml_collections.ConfigDict({f.name: f.default for f in dataclasses.fields(ProblemConfig)})
+    # None defaults become typed placeholders, so --config.problem.fix_op=or can set them.
+    c.problem = ml_collections.ConfigDict({f.name: _placeholder(f) for f in dataclasses.fields(ProblemConfig)})
     # AdamW; linear warm-up to lr, cosine decay to lr * end_lr_frac at decay_steps, then flat.
     c.optim = ml_collections.ConfigDict(
         dict(lr=3e-3, warmup_steps=100, decay_steps=1000, end_lr_frac=0.1, weight_decay=0.1, b1=0.9, b2=0.99, eps=1e-8, clip_norm=1.0)

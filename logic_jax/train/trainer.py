@@ -100,7 +100,8 @@ def check_finite(losses: np.ndarray, start: int, members: Sequence[Member], last
     seed = int(np.argmax(bad[:, first_step]))
     seeds = [int(i) for i in np.flatnonzero(bad[:, first_step])]
     m = members[seed]
-    where = f"seed index {seed}" + (f" (sweep point {m.point}, seed {m.index})" if m.point else "")
+    swept = len({x.point for x in members}) > 1
+    where = f"seed index {seed}" + (f" (sweep point {m.point}, seed {m.index})" if swept else "")
     kept = f"the last good checkpoint is step {last_saved}" if last_saved is not None else "no checkpoint was saved"
     raise TrainingDivergedError(
         f"non-finite loss {losses[seed, first_step]} at training step {start + first_step} for {where} "

@@ -1,0 +1,191 @@
+r"""A PyTorch reference of the same model and training, run seed after seed: the JAX/PyTorch ratio.
+
+    python bench/torch_reference.py                     # CPU here; CUDA when torch sees a GPU
+    python bench/torch_reference.py --seeds=8 --steps=30 --config=configs/small.py --device=cuda
+
+Benchmark-only (torch is a test extra, never imported by the package). The model is the one of
+logic_jax/models/gpt.py: pre-LayerNorm, tanh GELU, learned positions, causal attention
+(``scaled_dot_product_attention``), no key bias, untied unembedding with bias, GPT-2 init;
+training is AdamW (decay on matrices only), warm-up + cosine schedule, global-norm clipping,
+cross-entropy on the answer tokens. Data is what a PyTorch user would write: problems drawn on
+the host by the plain Python sampler (bench/python_sampler.py), padded into a tensor each
+step. Reported: seed-steps/s with the host data pipeline and with pre-drawn batches (model
+only), then the JAX side (bench/train_seeds.py in a subprocess, N seeds vmapped) and the ratio.
+"""
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as TF  # noqa: E402
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from bench import python_sampler  # noqa: E402
+from logic_jax.problem import format as fmt  # noqa: E402
+
+config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "tiny_cpu.py"), "Model, problem, batch size, optimizer.")
+flags.DEFINE_integer("seeds", 8, "Seeds, trained one after the other.")
+flags.DEFINE_integer("steps", 20, "Timed steps per seed (after 3 warm-up steps).")
+flags.DEFINE_string("device", None, "torch device (default: cuda if available, else cpu).")
+flags.DEFINE_bool("jax", True, "Also run the JAX side (bench/train_seeds.py, N = --seeds) and print the ratio.")
+flags.DEFINE_string("out", None, "Also write the JSON here.")
+F = flags.FLAGS
+
+
+class Block(torch.nn.Module):
+    def __init__(self, d, h, d_mlp, eps, std, out_std):
+        super().__init__()
+        self.h, self.e = h, d // h
+        self.ln1 = torch.nn.LayerNorm(d, eps=eps)
+        self.q = torch.nn.Linear(d, d)
+        self.k = torch.nn.Linear(d, d, bias=False)
+        self.v = torch.nn.Linear(d, d)
+        self.o = torch.nn.Linear(d, d)
+        self.ln2 = torch.nn.LayerNorm(d, eps=eps)
+        self.fc = torch.nn.Linear(d, d_mlp)
+        self.proj = torch.nn.Linear(d_mlp, d)
+        for lin, s in ((self.q, std), (self.k, std), (self.v, std), (self.o, out_std), (self.fc, std), (self.proj, out_std)):
+            torch.nn.init.normal_(lin.weight, std=s)
+            if lin.bias is not None:
+                torch.nn.init.zeros_(lin.bias)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        y = self.ln1(x)
+        q, k, v = (t.view(b, n, self.h, self.e).transpose(1, 2) for t in (self.q(y), self.k(y), self.v(y)))
+        z = TF.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.o(z.transpose(1, 2).reshape(b, n, d))
+        return x + self.proj(TF.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+
+class GPT(torch.nn.Module):
+    def __init__(self, m, vocab, max_len):
+        super().__init__()
+        std, out_std = m.init_std, m.init_std / math.sqrt(2 * m.n_layers)
+        self.W_E = torch.nn.Parameter(torch.randn(vocab, m.d_model) * std)
+        self.W_pos = torch.nn.Parameter(torch.randn(max_len, m.d_model) * 0.01)
+        self.blocks = torch.nn.ModuleList([Block(m.d_model, m.n_heads, m.d_mlp, m.ln_eps, std, out_std) for _ in range(m.n_layers)])
+        self.ln_final = torch.nn.LayerNorm(m.d_model, eps=m.ln_eps)
+        self.unembed = torch.nn.Linear(m.d_model, vocab)
+        torch.nn.init.normal_(self.unembed.weight, std=std)
+        torch.nn.init.zeros_(self.unembed.bias)
+
+    def forward(self, tokens):
+        x = self.W_E[tokens] + self.W_pos[: tokens.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        return self.unembed(self.ln_final(x))
+
+
+def batch_of(rng, problem, batch_size):
+    """Tokens [B, L] and the answer mask, from the plain Python sampler."""
+    length = fmt.seq_len(problem.depth)
+    tokens = np.full((batch_size, length), fmt.PAD, np.int64)
+    mask = np.zeros((batch_size, length), bool)
+    for i in range(batch_size):
+        context, answer, _ = python_sampler.sample_problem(rng, problem.depth, problem.p_logop, problem.p_and)
+        row = context + answer
+        tokens[i, : len(row)] = row
+        mask[i, len(context) : len(row)] = True
+    return torch.from_numpy(tokens), torch.from_numpy(mask)
+
+
+def train_one_seed(seed, config, device, steps, pregenerated=None):
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    m, o, problem = config.model, config.optim, config.problem
+    model = GPT(m, fmt.VOCAB_SIZE, fmt.seq_len(problem.depth)).to(device)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([dict(params=decay, weight_decay=o.weight_decay), dict(params=no_decay, weight_decay=0.0)], lr=o.lr, betas=(o.b1, o.b2), eps=o.eps)
+
+    def lr_factor(t):
+        if t < o.warmup_steps:
+            return (t + 1) / max(o.warmup_steps, 1)
+        frac = min(max((t - o.warmup_steps) / max(o.decay_steps - o.warmup_steps, 1), 0.0), 1.0)
+        return o.end_lr_frac + (1 - o.end_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    warmup = 3
+    losses = []
+    for t in range(warmup + steps):
+        if t == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        tokens, mask = pregenerated[t % len(pregenerated)] if pregenerated else batch_of(rng, problem, config.batch_size)
+        tokens, mask = tokens.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+        logits = model(tokens[:, :-1])
+        ce = TF.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="none")
+        m_ = mask[:, 1:].reshape(-1).float()
+        loss = (ce * m_).sum() / m_.sum().clamp(min=1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_norm)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())  # a user logs the loss: one sync per step
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, losses
+
+
+def main(argv):
+    del argv
+    config = F.config
+    device = torch.device(F.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = dict(torch=torch.__version__, device=str(device), threads=torch.get_num_threads(), seeds=F.seeds, steps=F.steps, batch_size=config.batch_size, model=config.model.to_dict(), depth=config.problem.depth)
+    # With the host data pipeline, seed after seed.
+    total, first_last = 0.0, []
+    for s in range(F.seeds):
+        seconds, losses = train_one_seed(s, config, device, F.steps)
+        total += seconds
+        first_last.append((losses[0], losses[-1]))
+    out["with_data_seed_steps_per_s"] = F.seeds * F.steps / total
+    out["loss_first_last"] = first_last
+    # Model only: pre-drawn batches (the data pipeline's share = 1 - with/without).
+    rng = random.Random(1234)
+    batches = [batch_of(rng, config.problem, config.batch_size) for _ in range(8)]
+    t = time.perf_counter()
+    total = 0.0
+    for s in range(F.seeds):
+        seconds, _ = train_one_seed(s, config, device, F.steps, pregenerated=batches)
+        total += seconds
+    out["model_only_seed_steps_per_s"] = F.seeds * F.steps / total
+    out["data_share_of_step"] = 1 - out["with_data_seed_steps_per_s"] / out["model_only_seed_steps_per_s"]
+    print(json.dumps(out), file=sys.stderr, flush=True)
+    if F.jax:
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+            path = f.name
+        cmd = [sys.executable, os.path.join(REPO, "bench", "train_seeds.py"), f"--seeds={F.seeds}", f"--steps={F.steps}", f"--out={path}"]
+        cmd += [a for a in sys.argv[1:] if a.startswith("--config")]  # the same config and overrides
+        env = dict(os.environ)
+        if device.type == "cpu":
+            env.setdefault("JAX_PLATFORMS", "cpu")
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+        with open(path) as f:
+            jax_row = json.load(f)["rows"][0]
+        out["jax_vmapped_seed_steps_per_s"] = jax_row["vmapped_seed_steps_per_s"]
+        out["jax_sequential_seed_steps_per_s"] = jax_row["sequential_seed_steps_per_s"]
+        out["ratio_jax_vmapped_over_torch"] = jax_row["vmapped_seed_steps_per_s"] / out["with_data_seed_steps_per_s"]
+        out["ratio_jax_sequential_over_torch"] = jax_row["sequential_seed_steps_per_s"] / out["with_data_seed_steps_per_s"]
+    text = json.dumps(out, indent=1)
+    print(text)
+    if F.out:
+        with open(F.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,151 @@
+r"""Model-FLOPs utilisation of the training step, and the share of the step spent sampling.
+
+    python bench/train_mfu.py                                   # configs/small.py, on the GPU
+    python bench/train_mfu.py --config=configs/tiny_cpu.py --steps=10    # a CPU smoke run
+
+Times the trainer's compiled chunk (``--steps`` steps under ``lax.scan``, all seeds vmapped)
+and two variants built from the same pieces: the sampling alone (the same keys, the batch
+reduced to a checksum so XLA keeps it) and the step on one fixed pre-sampled batch (no
+sampling). Model FLOPs per step are counted analytically (matmuls and attention, forward x 3
+for training; embeddings, LayerNorm and the optimizer not counted) and checked against XLA's
+cost analysis of one step. MFU is given against the device's dense peaks (FP32, TF32, BF16):
+the step runs in float32, which XLA may execute on TF32 tensor cores. Prints one JSON object.
+"""
+
+import json
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from logic_jax.models import gpt  # noqa: E402
+from logic_jax.problem.sampler import sample  # noqa: E402
+from logic_jax.train import config as config_lib  # noqa: E402
+from logic_jax.train import state as state_lib  # noqa: E402
+from logic_jax.train import step as step_lib  # noqa: E402
+
+config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "small.py"), "The run to measure.")
+flags.DEFINE_integer("steps", 50, "Steps per compiled call.")
+flags.DEFINE_integer("repeats", 3, "Timed calls (the best is kept).")
+flags.DEFINE_string("out", None, "Also write the JSON here.")
+F = flags.FLAGS
+
+# Dense peak FLOP/s by device kind (vendor datasheets; SXM parts). None: unknown.
+PEAKS = {
+    "H100": dict(fp32=67e12, tf32=494.7e12, bf16=989.4e12),
+    "H200": dict(fp32=67e12, tf32=494.7e12, bf16=989.4e12),
+    "A100": dict(fp32=19.5e12, tf32=156e12, bf16=312e12),
+}
+
+
+def model_flops_per_step(m: gpt.GPTConfig, batch: int, length: int) -> float:
+    """Training FLOPs of one step of one seed: 3 x forward matmuls (+ attention)."""
+    d, f, v, layers = m.d_model, m.d_mlp, m.vocab_size, m.n_layers
+    per_token = layers * (2 * 4 * d * d + 2 * 2 * d * f + 2 * 2 * length * d) + 2 * d * v
+    return 3.0 * per_token * batch * length
+
+
+def _best(fn, *args, repeats):
+    jax.block_until_ready(fn(*args))  # compile + warm up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main(argv):
+    del argv
+    config = F.config
+    model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
+    n_seeds, batch, steps = config.num_seeds, config.batch_size, F.steps
+    mesh = step_lib.make_mesh(n_seeds, config.num_devices)
+    program = step_lib.make_train(model_cfg, problem_cfg, batch, mesh)
+    keys, hp = state_lib.stack_members(state_lib.members_of(config_lib.to_dict(config)))
+    state = program.init(keys, hp)
+
+    full_s = _best(lambda s: program.chunk(s, steps)[1]["loss"], state, repeats=F.repeats)
+
+    # Sampling alone: the same per-step keys, the batch folded into a checksum.
+    def sample_only(state):
+        def one(key, step0):
+            def body(c, t):
+                b = sample(state_lib.data_key(key, step0 + t), problem_cfg, batch)
+                return c + b.tokens.sum() + b.answer_mask.sum(), None
+
+            return jax.lax.scan(body, jnp.int32(0), jnp.arange(steps))[0]
+
+        return jax.vmap(one)(state.key, state.step)
+
+    sample_s = _best(jax.jit(sample_only, in_shardings=(program.sharding,)), state, repeats=F.repeats)
+
+    # The step without sampling: one fixed batch per seed.
+    forward = gpt.make_forward(model_cfg)
+    fixed = jax.jit(jax.vmap(lambda k: sample(k, problem_cfg, batch)), in_shardings=(program.sharding,))(state.key)
+
+    def fixed_chunk(state, tokens, mask):
+        def one(st, tok, msk):
+            def body(st, _):
+                (loss, _), grads = jax.value_and_grad(step_lib.loss_fn, has_aux=True)(st.params, tok, msk, forward)
+                updates, opt_state = state_lib.optimizer(st.hparams).update(grads, st.opt_state, st.params)
+                return st.replace(step=st.step + 1, params=optax.apply_updates(st.params, updates), opt_state=opt_state), loss
+
+            return jax.lax.scan(body, st, None, length=steps)[1]
+
+        return jax.vmap(one)(state, tokens, mask)
+
+    nosample_s = _best(jax.jit(fixed_chunk, in_shardings=(program.sharding,) * 3), state, fixed.tokens, fixed.answer_mask, repeats=F.repeats)
+
+    # XLA's count for one step of all seeds (a scan body is counted once, so compile one step).
+    one_step = jax.jit(jax.vmap(program.step_fn), in_shardings=(program.sharding,))
+    try:
+        cost = one_step.lower(state).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        xla_flops = float(cost.get("flops", float("nan")))
+    except Exception as e:  # noqa: BLE001 - not every backend reports it
+        xla_flops = f"unavailable ({type(e).__name__})"
+
+    length = problem_cfg.seq_len - 1  # the model sees tokens[:, :-1]
+    flops_step = model_flops_per_step(model_cfg, batch, length) * n_seeds
+    achieved = flops_step * steps / full_s
+    kind = jax.devices()[0].device_kind
+    peak = next((v for k, v in PEAKS.items() if k in kind), None)
+    out = dict(
+        device=kind,
+        devices=jax.device_count(),
+        platform=jax.default_backend(),
+        seeds=n_seeds,
+        batch_size=batch,
+        seq_len=length,
+        model=config_lib.to_dict(config)["model"],
+        params_per_seed=gpt.param_count(gpt.init_params(jax.random.PRNGKey(0), model_cfg)),
+        steps_per_call=steps,
+        step_ms=1e3 * full_s / steps,
+        seed_steps_per_s=n_seeds * steps / full_s,
+        model_flops_per_step=flops_step,
+        xla_flops_per_step=xla_flops,
+        achieved_tflops=achieved / 1e12,
+        mfu=None if peak is None else {k: achieved / (p * jax.device_count()) for k, p in peak.items()},
+        sampling_only_ms=1e3 * sample_s / steps,
+        sampling_share=sample_s / full_s,
+        step_without_sampling_ms=1e3 * nosample_s / steps,
+        sampling_share_by_difference=1 - nosample_s / full_s,
+    )
+    text = json.dumps(out, indent=1)
+    print(text)
+    if F.out:
+        with open(F.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    app.run(main)

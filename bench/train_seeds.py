@@ -1,0 +1,103 @@
+r"""Seed-steps per second: N seeds vmapped in one program against N sequential single-seed runs.
+
+    python bench/train_seeds.py                      # N = 1, 8, 64; the tiny_cpu model
+    python bench/train_seeds.py --seeds=1,8 --steps=40 --config=configs/small.py
+
+Both sides run the trainer's compiled chunk (``lax.scan`` of ``--steps`` steps, problems
+sampled inside): the vmapped side once with N members, the sequential side N times with one
+member each, as N separate runs would (compilation excluded on both sides: each side is
+warmed up first; a separate process per seed would also pay compilation N times, reported
+as ``compile_s``). Prints one JSON object with seed-steps/s and the speed-up per N.
+"""
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from logic_jax.train import config as config_lib  # noqa: E402
+from logic_jax.train import state as state_lib  # noqa: E402
+from logic_jax.train import step as step_lib  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "tiny_cpu.py"), "Model, problem and batch size.")
+flags.DEFINE_string("seeds", "1,8,64", "Values of N.")
+flags.DEFINE_integer("steps", 20, "Steps per compiled call (and per timed run).")
+flags.DEFINE_integer("repeats", 2, "Timed calls per measurement (the best is kept).")
+flags.DEFINE_string("out", None, "Also write the JSON here.")
+F = flags.FLAGS
+
+
+def _program(config, n):
+    model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
+    mesh = step_lib.make_mesh(n, 1)
+    return step_lib.make_train(model_cfg, problem_cfg, config.batch_size, mesh)
+
+
+def _members(config, n):
+    c = config_lib.to_dict(config)
+    c["num_seeds"] = n
+    return state_lib.members_of(c)
+
+
+def _time_chunk(program, state, steps, repeats):
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        state, out = program.chunk(state, steps)
+        jax.block_until_ready(out)
+        best = min(best, time.perf_counter() - t)
+    return best, state
+
+
+def main(argv):
+    del argv
+    config = F.config
+    results = dict(device=str(jax.devices()[0].device_kind), platform=jax.default_backend(), batch_size=config.batch_size, model=config_lib.to_dict(config)["model"], depth=config.problem.depth, steps=F.steps, rows=[])
+
+    single = _program(config, 1)
+    t = time.perf_counter()
+    keys, hp = state_lib.stack_members(_members(config, 1))
+    warm = single.init(keys, hp)
+    jax.block_until_ready(single.chunk(warm, F.steps))
+    compile_single = time.perf_counter() - t
+    for n in [int(s) for s in F.seeds.split(",")]:
+        members = _members(config, n)
+        # Vmapped: all N in one program.
+        program = _program(config, n)
+        keys, hp = state_lib.stack_members(members)
+        t = time.perf_counter()
+        state = program.init(keys, hp)
+        jax.block_until_ready(program.chunk(state, F.steps))
+        compile_vmap = time.perf_counter() - t
+        vmap_s, _ = _time_chunk(program, state, F.steps, F.repeats)
+        # Sequential: N single-seed runs, one after the other, same compiled program.
+        seq_s = 0.0
+        for m in members:
+            keys, hp = state_lib.stack_members([m])
+            s, _ = _time_chunk(single, single.init(keys, hp), F.steps, F.repeats)
+            seq_s += s
+        row = dict(
+            n=n,
+            vmapped_seed_steps_per_s=n * F.steps / vmap_s,
+            sequential_seed_steps_per_s=n * F.steps / seq_s,
+            speedup=seq_s / vmap_s,
+            compile_s=dict(vmapped=compile_vmap, single=compile_single),
+        )
+        results["rows"].append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    text = json.dumps(results, indent=1)
+    print(text)
+    if F.out:
+        with open(F.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    app.run(main)
