@@ -179,6 +179,9 @@ def site_shapes(forward: Forward, params: Any, tokens: Array, sites: Iterable[st
     """Shapes and dtypes of the sites' activations, by tracing only (no compute)."""
     sites = tuple(sites)
     _, cache = jax.eval_shape(lambda p, t, kw: forward(p, t, None, sites, **kw), params, tokens, forward_kwargs)
+    missing = [s for s in sites if s not in cache]
+    if missing:  # a model that does not check site names itself
+        raise KeyError(f"the model did not cache site(s) {missing}; is the name right?")
     return cache
 
 

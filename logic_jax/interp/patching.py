@@ -11,7 +11,10 @@ replaced by the counterfactual run's, and returns the metric per cell:
 metric's own axes). How it is one call: the patches dict holds every layer's counterfactual
 activation, and each cell only changes the boolean masks, ``(layer == l) & (head == h) &
 (pos == p)``; ``jax.vmap`` over the cell index then batches all the patched runs, and
-``chunk_size`` bounds memory (``lax.map`` over chunks of cells, for a 7B model).
+``chunk_size`` bounds memory (``lax.map`` over chunks of cells, for a 7B model). For a layer
+sweep of a model with ``hook_resid_pre`` (and at most ``MAX_SHARED_LAYERS`` layers), the call
+instead holds one vmapped program per layer that starts from the clean residual stream at that
+layer (``share_upstream``): the blocks before the patch are not recomputed per cell.
 
 ``patch_sweep_loop`` is the same sweep as a Python loop of single patched runs (the
 benchmark baseline and the tests' oracle). ``attribution.py`` gives the gradient screen with
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -47,6 +51,7 @@ from logic_jax.interp.hooks import ATTN_SITES, BLOCK_SITES, ROTARY_SITES, Patch,
 
 Array = Any
 SWEEP_AXES = ("layer", "head", "pos")
+MAX_SHARED_LAYERS = 8  # share_upstream=None: one program per layer up to this many layers
 
 
 # --- Host-side preparation, shared with attribution.py -----------------------------------------
@@ -58,6 +63,7 @@ class SweepPlan:
     shapes: tuple[tuple[int, ...], ...]  # activation shape of each name
     dtypes: tuple[Any, ...]
     over: tuple[str, ...]
+    upstream: tuple[str, ...] | None = None  # hook_resid_pre of each name's block, when shared
 
     @property
     def layer_swept(self) -> bool:
@@ -79,7 +85,33 @@ def _site_names(site: str | Sequence[str], layers: int | Sequence[int] | None) -
     return (site,)
 
 
-def plan_sweep(forward, params, clean_tokens, site, over, layers, positions, heads, forward_kwargs):
+def _block_of(name: str) -> int | None:
+    match = re.match(r"blocks\.(\d+)\.", name)
+    return int(match.group(1)) if match else None
+
+
+def _upstream_sites(forward, params, clean_tokens, names, over, share_upstream, forward_kwargs) -> tuple[str, ...] | None:
+    """``blocks.{l}.hook_resid_pre`` of each swept site's block, if the sweep shares the upstream."""
+    if share_upstream is False or "layer" not in over:
+        return None
+    if share_upstream is None and len(names) > MAX_SHARED_LAYERS:
+        return None
+    blocks = [_block_of(n) for n in names]
+    if None in blocks:
+        if share_upstream:
+            raise ValueError(f"share_upstream=True needs per-block sites (blocks.<l>....), got {list(names)}")
+        return None
+    upstream = tuple(block_site(l, "hook_resid_pre") for l in blocks)
+    try:
+        iv.site_shapes(forward, params, clean_tokens, upstream, **forward_kwargs)
+    except KeyError:
+        if share_upstream:
+            raise
+        return None
+    return upstream
+
+
+def plan_sweep(forward, params, clean_tokens, site, over, layers, positions, heads, forward_kwargs, share_upstream=False):
     """``(SweepPlan, pos_table [J, B|1, L], head_table [K, H])`` after checking every argument."""
     over = tuple(over)
     bad = [a for a in over if a not in SWEEP_AXES] + [a for a in set(over) if over.count(a) > 1]
@@ -99,7 +131,8 @@ def plan_sweep(forward, params, clean_tokens, site, over, layers, positions, hea
             raise ValueError(f"sites {first!r} {tuple(ref)} and {name!r} {tuple(shape)} differ in layout or in positions/heads; sweep them separately")
     pos_table = iv.position_table(first, positions, ref[pos_axis], sweep="pos" in over)
     head_table = iv.head_table(first, heads, None if head_axis is None else ref[head_axis], sweep="head" in over)
-    plan = SweepPlan(names, tuple(tuple(shapes[n].shape) for n in names), tuple(shapes[n].dtype for n in names), over)
+    upstream = _upstream_sites(forward, params, clean_tokens, names, over, share_upstream, forward_kwargs)
+    plan = SweepPlan(names, tuple(tuple(shapes[n].shape) for n in names), tuple(shapes[n].dtype for n in names), over, upstream)
     return plan, pos_table, head_table
 
 
@@ -164,22 +197,56 @@ def cell_patches(plan: SweepPlan, values: Mapping[str, Array], pos_row: Array, h
 
 
 # --- The vmapped sweep -------------------------------------------------------------------------
+def _map_cells(one_cell: Callable, cells: tuple[Array, ...], chunk_size: int | None) -> Array:
+    """``one_cell`` over the cells, all at once (vmap) or ``chunk_size`` at a time."""
+    return jax.vmap(one_cell)(cells) if chunk_size is None else jax.lax.map(one_cell, cells, batch_size=chunk_size)
+
+
+def _cells_sharing_upstream(forward, params, clean_tokens, values, pos_table, head_table, metric_fn, forward_kwargs, plan, chunk_size):
+    """``[n_layers * K * J, ...]``: one vmapped program per swept layer, all in the one compiled call.
+
+    Layer ``l``'s program replaces ``blocks.{l}.hook_resid_pre`` by the clean run's value, so
+    XLA drops the blocks before ``l``, and the patched block's work before the patched site
+    stays unbatched (vmap batches only what depends on the cell).
+    """
+    _, clean_resid = forward(params, clean_tokens, None, tuple(sorted(set(plan.upstream))), **forward_kwargs)
+    grid = jnp.meshgrid(jnp.arange(head_table.shape[0]), jnp.arange(pos_table.shape[0]), indexing="ij")
+    cells = tuple(g.reshape(-1) for g in grid)
+    out = []
+    for name, shape, resid in zip(plan.names, plan.shapes, plan.upstream):
+
+        def one_cell(cell, name=name, shape=shape, resid=resid):
+            k, j = cell
+            mask = iv.site_mask(name, shape, pos_table[j], head_table[k])
+            if resid == name:  # the swept site is the cut itself
+                patches = {name: Patch(value=jnp.where(mask, values[name], clean_resid[name]))}
+            else:
+                patches = {resid: Patch(value=clean_resid[resid]), name: Patch(value=values[name], mask=mask)}
+            logits, _ = forward(params, clean_tokens, patches, (), **forward_kwargs)
+            return metric_fn(logits)
+
+        out.append(_map_cells(one_cell, cells, chunk_size))
+    return jnp.concatenate(out)
+
+
 @functools.partial(jax.jit, static_argnames=("forward", "plan", "metric_static", "cf_is_tokens", "chunk_size"))
 def _sweep(params, clean_tokens, cf, pos_table, head_table, metric_dynamic, forward_kwargs, *, forward, plan, metric_static, cf_is_tokens, chunk_size):
     metric_fn = merge_static(metric_dynamic, metric_static)
     values = cf_values(forward, params, plan, cf, cf_is_tokens, forward_kwargs)
     n_layer_cells = len(plan.names) if plan.layer_swept else 1
-    grid = jnp.meshgrid(jnp.arange(n_layer_cells), jnp.arange(head_table.shape[0]), jnp.arange(pos_table.shape[0]), indexing="ij")
-    layer_idx, head_idx, pos_idx = (g.reshape(-1) for g in grid)
+    if plan.upstream is not None:
+        out = _cells_sharing_upstream(forward, params, clean_tokens, values, pos_table, head_table, metric_fn, forward_kwargs, plan, chunk_size)
+    else:
+        # One program for every cell: the layer is data, a one-hot factor of every layer's mask.
+        grid = jnp.meshgrid(jnp.arange(n_layer_cells), jnp.arange(head_table.shape[0]), jnp.arange(pos_table.shape[0]), indexing="ij")
 
-    def one_cell(cell):
-        layer, k, j = cell
-        patches = cell_patches(plan, values, pos_table[j], head_table[k], layer if plan.layer_swept else None)
-        logits, _ = forward(params, clean_tokens, patches, (), **forward_kwargs)
-        return metric_fn(logits)
+        def one_cell(cell):
+            layer, k, j = cell
+            patches = cell_patches(plan, values, pos_table[j], head_table[k], layer if plan.layer_swept else None)
+            logits, _ = forward(params, clean_tokens, patches, (), **forward_kwargs)
+            return metric_fn(logits)
 
-    cells = (layer_idx, head_idx, pos_idx)
-    out = jax.vmap(one_cell)(cells) if chunk_size is None else jax.lax.map(one_cell, cells, batch_size=chunk_size)
+        out = _map_cells(one_cell, tuple(g.reshape(-1) for g in grid), chunk_size)
     out = out.reshape((n_layer_cells, head_table.shape[0], pos_table.shape[0]) + out.shape[1:])
     return arrange(out, plan)
 
@@ -198,15 +265,24 @@ def patching_sweep(
     heads: Any = None,
     chunk_size: int | None = None,
     forward_kwargs: Mapping[str, Array] | None = None,
+    share_upstream: bool | None = None,
 ) -> Array:
     """The metric of the clean run patched cell by cell with ``cf``, axes as ``over`` (see module doc).
 
     One compiled call; it compiles once per (forward, metric's static part, sites, shapes),
     so a ``LogitDiff`` metric reuses the compilation across batches. ``chunk_size`` cells
     run together (None: all at once).
+
+    ``share_upstream`` (layer sweeps of per-block sites): compile one vmapped program per
+    swept layer, in which the blocks before it are not computed (``blocks.{l}.hook_resid_pre``
+    takes the clean run's value, cached once) and the patched block's work before the patched
+    site is not batched over cells. Faster (the blocks before the patch are skipped), but the
+    compiled program grows with the number of layers. It assumes ``hook_resid_pre`` carries all
+    the state a block receives (true of GPT-2 and Mistral blocks). None (default): on when the
+    model has ``hook_resid_pre`` and at most ``MAX_SHARED_LAYERS`` layers are swept.
     """
     forward_kwargs = dict(forward_kwargs or {})
-    plan, pos_table, head_table = plan_sweep(forward, params, clean_tokens, site, over, layers, positions, heads, forward_kwargs)
+    plan, pos_table, head_table = plan_sweep(forward, params, clean_tokens, site, over, layers, positions, heads, forward_kwargs, share_upstream)
     cf_is_tokens = check_cf(plan, cf, clean_tokens)
     metric_dynamic, metric_static = split_static(metric_fn)
     return _sweep(
