@@ -1,6 +1,7 @@
 """The 32 x 32 head_z patching sweep of the Mistral study vs the authors' loop of hooked runs.
 
-    python bench/mistral_patching.py --shape=7b --pairs=64 --loop_heads=16 --study   # one 80 GB GPU
+    python bench/mistral_patching.py --shape=7b --pairs=64 --loop_heads=16           # one 80 GB GPU
+    python bench/mistral_patching.py --shape=7b --pairs=64 --nocompare --study       # the whole study
     python bench/mistral_patching.py --shape=small --pairs=8 --study                  # CPU
 
 Random weights made directly on the device (bfloat16 by default): the timing does not depend
@@ -54,6 +55,7 @@ flags.DEFINE_integer("shots", 6, "In-context examples per prompt.")
 flags.DEFINE_integer("positions", 5, "Patched last positions.")
 flags.DEFINE_integer("chunk_size", 64, "Sweep cells per vmapped chunk (0: all at once).")
 flags.DEFINE_integer("loop_heads", 0, "Heads timed in the loop baseline (0: every head).")
+flags.DEFINE_bool("compare", True, "Time the head_z sweep against the per-head loop.")
 flags.DEFINE_bool("study", False, "Also time the whole patch_mistral.py pipeline on these weights.")
 flags.DEFINE_string("out", None, "Where the --study run writes (default: a temp dir).")
 
@@ -107,24 +109,9 @@ def hf_config_json(config: mistral.MistralConfig) -> dict:
     }
 
 
-def main(argv) -> None:
-    del argv
-    config = mistral.MistralConfig.mistral_7b_v01() if FLAGS.shape == "7b" else mistral.MistralConfig.small()
-    dtype = {"bfloat16": jnp.bfloat16, "float32": jnp.float32}[FLAGS.dtype]
-    P, layers, heads = FLAGS.positions, config.num_layers, config.num_heads
-    chunk = FLAGS.chunk_size or None
-    result = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(), "shape": FLAGS.shape,
-        "dtype": FLAGS.dtype, "pairs": FLAGS.pairs, "shots": FLAGS.shots, "positions": P, "chunk_size": chunk,
-    }
-
-    params, result["init_s"] = timed(lambda: mistral.init_params(config, jax.random.PRNGKey(0), dtype))
-    tokenizer = sentencepiece_tokenizer(shipped_tokenizer_path("mistral_v1"))
-    pairs = build_pairs(0, FLAGS.pairs, PromptConfig(shots=FLAGS.shots))
-    tokenized = tokenize_pairs(tokenizer, pairs, positions=P)
-    batch = jax.tree.map(jnp.asarray, make_batches(pairs, tokenized, FLAGS.pairs)[0])
-    result["prompt_tokens"] = int(batch.length)
+def compare(config, params, batch, result: dict, P: int, chunk: int | None) -> None:
+    """The head_z sweep (prepare + one vmapped call) vs one full-prompt hooked run per head."""
+    layers, heads = config.num_layers, config.num_heads
     metric = sweeps.metric_of(batch)
     sites = sweeps.sweep_sites(layers, ("head_z",))
 
@@ -158,6 +145,7 @@ def main(argv) -> None:
         logits, _ = forward(params, batch.clean, patches, (), attention_mask=batch.mask)
         return metric(logits)
 
+    _, result["loop_cf_compile_s"] = timed(lambda: cf_cache(params))
     cf_z, result["loop_cf_run_s"] = timed(lambda: cf_cache(params))
     cells = [(l, h) for l in range(layers) for h in range(heads)]
     if FLAGS.loop_heads:
@@ -173,19 +161,44 @@ def main(argv) -> None:
     result["max_abs_diff_sweep_vs_loop"] = float(max(abs(grid[l, h] - v) for (l, h), v in zip(cells, loop_values)))
     result["clean_ld_sum"] = clean_sum
     result["loop_peak_memory_gb"] = peak_memory()
-    del cf_z
 
+
+def run_whole_study(config, params, result: dict, P: int, chunk: int | None) -> None:
+    """``study.run_study`` (what patch_mistral.py runs) on the device params: no safetensors read."""
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(tmp) / "config_only"
+        checkpoint.mkdir()
+        (checkpoint / "config.json").write_text(json.dumps(hf_config_json(config)))
+        out = Path(FLAGS.out or Path(tmp) / "out")
+        circuit = None if FLAGS.shape == "7b" else {"decision": {"heads": [[3, 1]], "positions": ["last"]}}
+        cfg = study.StudyConfig(num_pairs=FLAGS.pairs, shots=FLAGS.shots, positions=P, batch_size=FLAGS.pairs, chunk_size=chunk, circuit=circuit)
+        summary, result["study_s"] = timed(lambda: study.run_study(checkpoint, out, cfg, dtype=FLAGS.dtype, progress=False, params=params))
+        result["study_stage_s"] = {k: round(v, 2) for k, v in summary["timings"].items()}
+        result["study_peak_memory_gb"] = peak_memory()
+
+
+def main(argv) -> None:
+    del argv
+    config = mistral.MistralConfig.mistral_7b_v01() if FLAGS.shape == "7b" else mistral.MistralConfig.small()
+    dtype = {"bfloat16": jnp.bfloat16, "float32": jnp.float32}[FLAGS.dtype]
+    P, layers, heads = FLAGS.positions, config.num_layers, config.num_heads
+    chunk = FLAGS.chunk_size or None
+    result = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(), "shape": FLAGS.shape,
+        "dtype": FLAGS.dtype, "pairs": FLAGS.pairs, "shots": FLAGS.shots, "positions": P, "chunk_size": chunk,
+    }
+
+    params, result["init_s"] = timed(lambda: mistral.init_params(config, jax.random.PRNGKey(0), dtype))
+    tokenizer = sentencepiece_tokenizer(shipped_tokenizer_path("mistral_v1"))
+    pairs = build_pairs(0, FLAGS.pairs, PromptConfig(shots=FLAGS.shots))
+    tokenized = tokenize_pairs(tokenizer, pairs, positions=P)
+    batch = jax.tree.map(jnp.asarray, make_batches(pairs, tokenized, FLAGS.pairs)[0])
+    result["prompt_tokens"] = int(batch.length)
+    if FLAGS.compare:
+        compare(config, params, batch, result, P, chunk)
     if FLAGS.study:
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = Path(tmp) / "config_only"
-            checkpoint.mkdir()
-            (checkpoint / "config.json").write_text(json.dumps(hf_config_json(config)))
-            out = Path(FLAGS.out or Path(tmp) / "out")
-            cfg = study.StudyConfig(num_pairs=FLAGS.pairs, shots=FLAGS.shots, positions=P, batch_size=FLAGS.pairs, chunk_size=chunk,
-                                    circuit=None if FLAGS.shape == "7b" else {"decision": {"heads": [[3, 1]], "positions": ["last"]}})
-            summary, result["study_s"] = timed(lambda: study.run_study(checkpoint, out, cfg, dtype=FLAGS.dtype, progress=False, params=params))
-            result["study_stage_s"] = {k: round(v, 2) for k, v in summary["timings"].items()}
-            result["study_peak_memory_gb"] = peak_memory()
+        run_whole_study(config, params, result, P, chunk)
     result["memory_budget_gb"] = memory_budget(config, FLAGS.pairs, int(batch.length), P, chunk or layers * heads, jnp.dtype(dtype).itemsize)
     print(json.dumps(result))
 

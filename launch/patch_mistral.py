@@ -3,7 +3,8 @@ r"""The Mistral-7B patching study of paper.md, Part 2 (issue 6).
     python launch/patch_mistral.py --checkpoint=/path/to/Mistral-7B-v0.1 --num_pairs=64 --shots=6 \
         --seed=0 --positions=5 --out=out/mistral_query [--pair_kind=query|fact|rule_order] \
         [--dtype=bfloat16|float32] [--batch_size=64] [--chunk_size=64] [--mesh=none|tensor|fsdp] \
-        [--circuit=circuit.json] [--attention_heads=12.9,13.11] [--tokenizer=auto|directory|mistral_v1|mistral_v3]
+        [--circuit=circuit.json] [--attention_heads=12.9,13.11] [--tokenizer=auto|directory|mistral_v1|mistral_v3] \
+        [--compilation_cache=DIR]
 
 Writes pairs.jsonl, head_{z,q,k,v}.npy, resid.npy, attn_out.npy, mlp_out.npy,
 head_z_attribution.npy, clean_logits.npy, summary.json, report.md and heatmaps to --out
@@ -40,6 +41,7 @@ flags.DEFINE_enum("tokenizer", "auto", ["auto", "directory", "mistral_v1", "mist
 flags.DEFINE_bool("accuracy", True, "Decode the proofs greedily and score them.")
 flags.DEFINE_bool("attribution", True, "Run attribution patching over the heads and compare with the exact head_z sweep.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_string("compilation_cache", None, "Directory of JAX's persistent compilation cache: reruns skip compiling.")
 
 
 def _heads(values):
@@ -53,6 +55,11 @@ def _heads(values):
 
 def main(argv: list[str]) -> None:
     del argv
+    if FLAGS.compilation_cache:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     from logic_jax.llm.circuit import CircuitError
     from logic_jax.llm.prompts import PromptError
     from logic_jax.llm.study import StudyConfig, run_study

@@ -77,13 +77,15 @@ class Circuit:
 
     def validate(self, config: MistralConfig) -> "Circuit":
         for family in self.families:
-            for layer, head in family.heads:
-                if not (0 <= layer < config.num_layers and 0 <= head < config.num_heads):
-                    raise CircuitError(
-                        f"circuit family {family.name!r}: head ({layer}, {head}) is outside the model "
-                        f"({config.num_layers} layers x {config.num_heads} heads)"
-                    )
+            check_heads(family.heads, config, f"circuit family {family.name!r}")
         return self
+
+
+def check_heads(heads, config: MistralConfig, what: str) -> None:
+    """Raise ``CircuitError`` naming the first (layer, head) outside the model."""
+    for layer, head in heads:
+        if not (0 <= layer < config.num_layers and 0 <= head < config.num_heads):
+            raise CircuitError(f"{what}: head ({layer}, {head}) is outside the model ({config.num_layers} layers x {config.num_heads} heads)")
 
 
 def parse_circuit(spec: Mapping[str, Any] | str | Path | None) -> Circuit:

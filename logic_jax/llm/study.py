@@ -144,7 +144,7 @@ def run_study(
     text_tokenizer = load_tokenizer(checkpoint, config, tokenizer)
     circuit = circuit_lib.parse_circuit(cfg.circuit).validate(config)
     heads = tuple(tuple(h) for h in (cfg.attention_heads or circuit.heads))
-    circuit_lib.parse_circuit({"attention": {"heads": [list(h) for h in heads], "positions": ["last"]}}).validate(config)
+    circuit_lib.check_heads(heads, config, "attention heads")
     prompt_cfg = PromptConfig(shots=cfg.shots, kind=cfg.pair_kind, example_truths=cfg.example_truths, question_op=cfg.question_op)
     pairs = build_pairs(cfg.seed, cfg.num_pairs, prompt_cfg)
     tokenized = tokenize_pairs(text_tokenizer, pairs, positions=cfg.positions)
