@@ -91,3 +91,19 @@ def test_analyze_cli_writes_every_table_and_figure(workdir, tmp_path):
 def test_analyze_rejects_a_missing_seed(workdir, tmp_path):
     with pytest.raises(common.AnalysisError, match=r"seed index 5 out of range: .* holds seeds 0\.\.1"):
         pipeline.analyze(workdir, str(tmp_path / "x"), seeds=[5], settings=common.Settings(**SIZES), progress=False)
+
+
+def test_attention_example_of_any_seed(workdir, tmp_path):
+    from logic_jax.analysis import examples
+    from logic_jax.problem import format as fmt
+
+    pattern, tokens, title = examples.attention_example(workdir, seed=1, query="linear", with_answer=True)
+    assert pattern.shape[:2] == (3, 2) and pattern.shape[2:] == (len(tokens), len(tokens)) and len(tokens) > fmt.context_len(2)
+    np.testing.assert_allclose(pattern.sum(-1), 1.0, rtol=1e-5)
+    assert "seed 1" in title and "Rules:" in title
+    path = examples.draw_example(workdir, str(tmp_path / "att.png"), seed=0, tokens=tokens[: fmt.context_len(2)])
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(common.AnalysisError, match="seed index 2 out of range"):
+        examples.attention_example(workdir, seed=2)
+    with pytest.raises(common.AnalysisError, match="token ids must be in"):
+        examples.attention_example(workdir, tokens=[0, 99])

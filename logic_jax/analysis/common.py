@@ -183,3 +183,23 @@ def token_labels(tokens: Sequence[int]) -> list[str]:
     short = {fmt.IMPLIES: "->", fmt.TRUE: "T", fmt.FALSE: "F", fmt.UNDETERMINED: "U", fmt.FACTS: "FACTS", fmt.END_FACTS: "END_F",
              fmt.QUESTION: "Q:", fmt.END_QUESTION: "END_Q", fmt.ANSWER: "ANS", fmt.DOT: ".", fmt.SEMI: ";", fmt.PAD: "_"}
     return [short.get(int(t), fmt.TOKEN_NAMES.get(int(t), str(int(t)))) for t in tokens]
+
+
+def position_roles(depth: int) -> list[str]:
+    """What each context position holds when the LogOp chain's rules come first (``fix_logop_chain_first``).
+
+    Letters by chain slot (a_i, b_i, c_i; x OP y the LogOp rule's operands, in random order),
+    facts by written slot (their order is random).
+    """
+    roles: list[str] = []
+    for i in range(depth - 2):
+        roles += [f"a{i}", "->", f"a{i + 1}", ".", f"b{i}", "->", f"b{i + 1}", "."]
+    roles += ["x", "OP", "y", "->", f"a{depth - 1}", "."]
+    for i in range(depth - 1):
+        roles += [f"c{i}", "->", f"c{i + 1}", "."]
+    roles.append("FACTS")
+    for k in range(1, 4):
+        roles += [f"fact{k}", "T/F", "."]
+    roles += ["END_F", "Q:", "QUERY", ".", "END_Q", "ANS"]
+    assert len(roles) == fmt.context_len(depth), (len(roles), fmt.context_len(depth))
+    return roles

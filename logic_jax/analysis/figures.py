@@ -8,6 +8,7 @@ uses.
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -44,9 +45,9 @@ def draw_attention(pattern: np.ndarray, tokens: Sequence[int], path: str, title:
         raise AnalysisError(f"draw_attention: {len(tokens)} tokens for a pattern over {pattern.shape[-1]} positions")
     layers, heads, n, _ = pattern.shape
     labels = token_labels(tokens)
-    size = max(2.6, 0.1 * n)
+    size = max(2.6, 0.13 * n)  # ~one 6-point label per row
     fig, axes = _grid(layers, heads, size, size)
-    fs = 6 if n <= 40 else 4
+    fs = 6
     for i in range(layers):
         for h in range(heads):
             ax = axes[i, h]
@@ -57,8 +58,12 @@ def draw_attention(pattern: np.ndarray, tokens: Sequence[int], path: str, title:
             ax.set_title(f"layer {i + 1} (blocks.{i}) head {h}", fontsize=9)
     fig.colorbar(im, ax=axes, shrink=0.6, label="attention")
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(_wrap(title, int(14 * size * heads)), fontsize=10)
     return _save(fig, path)
+
+
+def _wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.fill(line, max(width, 40)) for line in text.split("\n"))
 
 
 def draw_answer_rows(rows: np.ndarray, tokens: Sequence[int], path: str, title: str = "") -> str:

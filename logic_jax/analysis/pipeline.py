@@ -57,10 +57,13 @@ def make_problems(problem_cfg: ProblemConfig, settings: common.Settings) -> Prob
         routing_parts.append(r)
     logop_cfg = dataclasses.replace(problem_cfg, fix_query="logop")
     route_pairs = common.host(pairs_lib.make_pairs(key("route_pairs"), logop_cfg, s.n_patch, "query"))
+    # Patching pairs write the LogOp chain first, so that a position means the same in every pair
+    # (the layer x position maps average over pairs); only the fact order still varies.
+    aligned = (lambda c: c) if problem_cfg.shuffle_rules else (lambda c: dataclasses.replace(c, fix_logop_chain_first=True))  # noqa: E731
     patch_pairs = common.host({
-        "query": pairs_lib.make_pairs(key("pairs/query"), problem_cfg, s.n_patch, "query"),
-        "fact": pairs_lib.make_pairs(key("pairs/fact"), logop_cfg, s.n_patch, "fact", differing_only=True),
-        "operator": pairs_lib.make_pairs(key("pairs/operator"), logop_cfg, s.n_patch, "operator", differing_only=True),
+        "query": pairs_lib.make_pairs(key("pairs/query"), aligned(problem_cfg), s.n_patch, "query"),
+        "fact": pairs_lib.make_pairs(key("pairs/fact"), aligned(logop_cfg), s.n_patch, "fact", differing_only=True),
+        "operator": pairs_lib.make_pairs(key("pairs/operator"), aligned(logop_cfg), s.n_patch, "operator", differing_only=True),
     })
     return Problems(
         accuracy=accuracy.held_out(key("accuracy"), problem_cfg, s.n_accuracy),
@@ -115,12 +118,15 @@ def analyze_seed(forward, params, model_cfg: gpt.GPTConfig, data: Problems, sett
     return out
 
 
-def _position_labels(batch: Batch) -> list[str]:
-    """x labels of layer x position maps: the first pair's tokens (the layout is shared up to chain/fact order)."""
-    return [f"{i}:{t}" for i, t in enumerate(common.token_labels(np.asarray(common.context(batch)[0])))]
+def _position_labels(batch: Batch, problem_cfg: ProblemConfig) -> list[str]:
+    """x labels of the layer x position maps: each position's role (shuffled rules: its index only)."""
+    n = common.context(batch).shape[1]
+    if problem_cfg.shuffle_rules:
+        return [str(i) for i in range(n)]
+    return [f"{i}:{r}" for i, r in enumerate(common.position_roles(problem_cfg.depth))]
 
 
-def draw(out_dir: str, results: list[dict], seeds: list[int], data: Problems, model_cfg: gpt.GPTConfig, settings: common.Settings) -> dict[str, str]:
+def draw(out_dir: str, results: list[dict], seeds: list[int], data: Problems, model_cfg: gpt.GPTConfig, problem_cfg: ProblemConfig, settings: common.Settings) -> dict[str, str]:
     """Every figure; returns name -> file name (relative to ``out_dir``)."""
     route, read = settings.layers(model_cfg.n_layers)
     names = [f"seed {s}" for s in seeds]
@@ -164,7 +170,7 @@ def draw(out_dir: str, results: list[dict], seeds: list[int], data: Problems, mo
     )
     figures.draw_layer_pos(
         {f"{kind} pairs": np.nanmean(np.stack([r["patching"][kind]["positions"] for r in results]), 0) if any(np.isfinite(r["patching"][kind]["positions"]).any() for r in results) else results[0]["patching"][kind]["positions"] for kind in causal.PAIR_KINDS},
-        {f"{kind} pairs": _position_labels(data.patch_pairs[kind][0]) for kind in causal.PAIR_KINDS},
+        {f"{kind} pairs": _position_labels(data.patch_pairs[kind][0], problem_cfg) for kind in causal.PAIR_KINDS},
         path("patching_positions"), f"activation patching of hook_resid_pre per (layer, position), mean of {len(seeds)} seed(s)", label="effect",
     )
     return files
@@ -206,7 +212,7 @@ def analyze(workdir: str, out_dir: str, seeds: Sequence[int] | None = None, sett
         settings=dataclasses.asdict(settings), layers=dict(zip(("route", "read"), settings.layers(model_cfg.n_layers))),
         members=[run["members"][s] for s in seeds],
     )
-    files = draw(out_dir, results, seeds, data, model_cfg, settings)
+    files = draw(out_dir, results, seeds, data, model_cfg, problem_cfg, settings)
     tables = report.tables(results, seeds, meta)
     meta["wall_time_s"] = round(time.time() - t0, 1)
     summary = report.summary(meta, tables, results, files)
