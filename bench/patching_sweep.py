@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=3, help="sweep cells run together (bounds memory; 0: all at once)")
     parser.add_argument("--share-upstream", choices=("auto", "on", "off"), default="auto", help="patching_sweep's share_upstream")
     parser.add_argument("--repeats", type=int, default=2, help="calls of each; the first includes compilation")
+    parser.add_argument("--no-loop", action="store_true", help="time the vmapped sweep only")
     args = parser.parse_args()
 
     problem = ProblemConfig(depth=3)
@@ -59,13 +60,24 @@ def main() -> None:
         share = dict(auto=None, on=True, off=False)[args.share_upstream]
         swept, seconds = timed(lambda: patching_sweep(*sweep_args, chunk_size=args.chunk_size or None, share_upstream=share, **kwargs))
         vmapped_times.append(seconds)
-    for _ in range(args.repeats):
+    for _ in range(0 if args.no_loop else args.repeats):
         looped, seconds = timed(lambda: patch_sweep_loop(*sweep_args, **kwargs))
         loop_times.append(seconds)
+    vmapped_warm = min(vmapped_times[1:] or vmapped_times)
+    figures = dict(vmapped_first_s=round(vmapped_times[0], 3), vmapped_warm_s=round(vmapped_warm, 3))
+    if loop_times:
+        loop_warm = min(loop_times[1:] or loop_times)
+        figures.update(
+            loop_first_s=round(loop_times[0], 3),
+            loop_warm_s=round(loop_warm, 3),
+            speedup_first=round(loop_times[0] / vmapped_times[0], 2),
+            speedup_warm=round(loop_warm / vmapped_warm, 2),
+            max_abs_diff=float(np.abs(np.asarray(swept) - np.asarray(looped)).max()),
+        )
 
     print(json.dumps(dict(
         benchmark="patching_sweep",
-        command="python bench/patching_sweep.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        command="python bench/patching_sweep.py " + " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in vars(args).items() if v is not None and v is not False),
         machine=f"{os.cpu_count()}-core CPU ({platform.machine()})",
         device=str(jax.devices()[0]),
         jax=jax.__version__,
@@ -78,13 +90,7 @@ def main() -> None:
         share_upstream=args.share_upstream,
         date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         load_average_1min=round(os.getloadavg()[0], 2),  # the CPU is shared: other jobs slow both sides
-        vmapped_first_s=round(vmapped_times[0], 3),
-        vmapped_warm_s=round(min(vmapped_times[1:] or vmapped_times), 3),
-        loop_first_s=round(loop_times[0], 3),
-        loop_warm_s=round(min(loop_times[1:] or loop_times), 3),
-        speedup_first=round(loop_times[0] / vmapped_times[0], 2),
-        speedup_warm=round(min(loop_times[1:] or loop_times) / min(vmapped_times[1:] or vmapped_times), 2),
-        max_abs_diff=float(np.abs(np.asarray(swept) - np.asarray(looped)).max()),
+        **figures,
     )))
 
 
