@@ -59,7 +59,7 @@ def axes_of(site: str) -> tuple[int, int | None]:
     return {"head": (1, 2), "pattern": (2, 1), "resid": (1, None)}[site_layout(site)]
 
 
-def _check_ndim(site: str, shape: Sequence[int]) -> None:
+def check_site_ndim(site: str, shape: Sequence[int]) -> None:
     layout = site_layout(site)
     want = {"head": "== 4", "pattern": "== 4", "resid": ">= 2"}[layout]
     ok = len(shape) == 4 if layout != "resid" else len(shape) >= 2
@@ -135,7 +135,7 @@ def site_mask(site: str, shape: Sequence[int], pos_row: Array, head_row: Array) 
 
     ``head_row`` is ignored for a headless ("resid") site.
     """
-    _check_ndim(site, shape)
+    check_site_ndim(site, shape)
     pos_axis, head_axis = axes_of(site)
     batch, seq_len = shape[0], shape[pos_axis]
     if pos_row.shape[-1] != seq_len or pos_row.shape[0] not in (1, batch):
@@ -153,7 +153,7 @@ def site_mask(site: str, shape: Sequence[int], pos_row: Array, head_row: Array) 
 def selection_mask(site: str, like: Any, positions: Any = None, heads: Any = None) -> Array:
     """The mask of ``positions`` x ``heads`` for a site, broadcastable to its activation ``like``."""
     shape = _shape_of(like)
-    _check_ndim(site, shape)
+    check_site_ndim(site, shape)
     pos_axis, head_axis = axes_of(site)
     pos = position_table(site, positions, shape[pos_axis], sweep=False)[0]
     head = head_table(site, heads, None if head_axis is None else shape[head_axis], sweep=False)[0]

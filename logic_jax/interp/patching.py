@@ -125,7 +125,7 @@ def plan_sweep(forward, params, clean_tokens, site, over, layers, positions, hea
     pos_axis, head_axis = iv.axes_of(first)
     ref = shapes[first].shape
     for name in names:
-        iv._check_ndim(name, shapes[name].shape)
+        iv.check_site_ndim(name, shapes[name].shape)
         shape = shapes[name].shape
         if iv.axes_of(name) != (pos_axis, head_axis) or shape[pos_axis] != ref[pos_axis] or (head_axis is not None and shape[head_axis] != ref[head_axis]):
             raise ValueError(f"sites {first!r} {tuple(ref)} and {name!r} {tuple(shape)} differ in layout or in positions/heads; sweep them separately")
