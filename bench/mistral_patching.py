@@ -1,7 +1,7 @@
 """The 32 x 32 head_z patching sweep of the Mistral study vs the authors' loop of hooked runs.
 
-    python bench/mistral_patching.py --shape=7b --pairs=64 --loop_heads=16           # one 80 GB GPU
-    python bench/mistral_patching.py --shape=7b --pairs=64 --nocompare --study       # the whole study
+    python bench/mistral_patching.py --shape=7b --pairs=64 --loop_heads=16 --compilation_cache=/tmp/jc   # one 80 GB GPU
+    python bench/mistral_patching.py --shape=7b --pairs=64 --nocompare --study --compilation_cache=/tmp/jc
     python bench/mistral_patching.py --shape=small --pairs=8 --study                  # CPU
 
 Random weights made directly on the device (bfloat16 by default): the timing does not depend
@@ -58,6 +58,7 @@ flags.DEFINE_integer("loop_heads", 0, "Heads timed in the loop baseline (0: ever
 flags.DEFINE_bool("compare", True, "Time the head_z sweep against the per-head loop.")
 flags.DEFINE_bool("study", False, "Also time the whole patch_mistral.py pipeline on these weights.")
 flags.DEFINE_string("out", None, "Where the --study run writes (default: a temp dir).")
+flags.DEFINE_string("compilation_cache", None, "JAX persistent compilation cache directory (shared by separate calls).")
 
 GB = 1e9
 
@@ -179,6 +180,9 @@ def run_whole_study(config, params, result: dict, P: int, chunk: int | None) -> 
 
 def main(argv) -> None:
     del argv
+    if FLAGS.compilation_cache:
+        jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     config = mistral.MistralConfig.mistral_7b_v01() if FLAGS.shape == "7b" else mistral.MistralConfig.small()
     dtype = {"bfloat16": jnp.bfloat16, "float32": jnp.float32}[FLAGS.dtype]
     P, layers, heads = FLAGS.positions, config.num_layers, config.num_heads
