@@ -264,7 +264,7 @@ def test_planted_circuit_routing_patch(planted, query_pairs):
     out = causal.route_patch_both(FORWARD, planted, *query_pairs, route=1, read=2)
     for d in causal.DIRECTIONS:
         r = out[d]
-        assert r["accuracy_before"] == 1.0
+        assert r["accuracy_before"] == 1.0 and r["donor_before"] == 0.0
         assert r["donor_after"] > 0.9 and r["effect"] > 0.5  # the copied letter at QUERY decides the answer
         assert r["attention_before"][0] > 0.99 and r["attention_after"][0] > 0.99
 

@@ -74,6 +74,7 @@ def route_patch(forward, params, recipient: Batch, donor: Batch, route: int, rea
         attention_before=before["attention"].mean(0),
         attention_after=after["attention"].mean(0),
         accuracy_before=float((before["pred"] == own).mean()),
+        donor_before=float((before["pred"] == other).mean()),  # the flip rate's baseline
         own_after=float((after["pred"] == own).mean()),
         donor_after=float((after["pred"] == other).mean()),  # the flip rate
         ld_before=ld0,

@@ -58,12 +58,14 @@ def draw_attention(pattern: np.ndarray, tokens: Sequence[int], path: str, title:
             ax.set_title(f"layer {i + 1} (blocks.{i}) head {h}", fontsize=9)
     fig.colorbar(im, ax=axes, shrink=0.6, label="attention")
     if title:
-        fig.suptitle(_wrap(title, int(14 * size * heads)), fontsize=10)
+        _suptitle(fig, title, 10)
     return _save(fig, path)
 
 
-def _wrap(text: str, width: int) -> str:
-    return "\n".join(textwrap.fill(line, max(width, 40)) for line in text.split("\n"))
+def _suptitle(fig: Figure, title: str, fontsize: int = 11) -> None:
+    """A title wrapped to the figure's width (constrained layout does not wrap or shrink it)."""
+    width = max(40, int(fig.get_figwidth() * 72 / (0.55 * fontsize)))  # characters per line
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.split("\n")), fontsize=fontsize)
 
 
 def draw_answer_rows(rows: np.ndarray, tokens: Sequence[int], path: str, title: str = "") -> str:
@@ -109,7 +111,7 @@ def draw_cosine(matrices: Sequence[np.ndarray], bounds: Sequence[Sequence[int]],
         axes[j // cols, j % cols].axis("off")
     fig.colorbar(im, ax=axes, shrink=0.7, label="cosine similarity")
     if title:
-        fig.suptitle(title, fontsize=11)
+        _suptitle(fig, title)
     return _save(fig, path)
 
 
@@ -149,7 +151,7 @@ def draw_layer_head(maps: Mapping[str, Sequence[np.ndarray]], path: str, col_tit
                 ax.set_ylabel(name, fontsize=8)
         fig.colorbar(im, ax=list(axes[r]), shrink=0.8, label=label)
     if title:
-        fig.suptitle(title, fontsize=11)
+        _suptitle(fig, title)
     return _save(fig, path)
 
 
@@ -168,7 +170,7 @@ def draw_layer_pos(maps: Mapping[str, np.ndarray], labels: Mapping[str, Sequence
         ax.set_title(name, fontsize=9)
         fig.colorbar(im, ax=ax, label=label)
     if title:
-        fig.suptitle(title, fontsize=11)
+        _suptitle(fig, title)
     return _save(fig, path)
 
 
@@ -198,11 +200,10 @@ def draw_probes(accuracy: Mapping[str, np.ndarray], stages: Sequence[str], posit
     ax.axhline(1 / 26, color="gray", lw=0.7, ls=":")
     ax.set_xticks(x, stages, rotation=45, fontsize=7)
     ax.set_ylim(0, 1.02)
-    ax.set_ylabel("accuracy at QUERY")
     ax.legend(fontsize=6)
     ax.set_title("at QUERY, by stage (dotted: chance)", fontsize=9)
     if title:
-        fig.suptitle(title, fontsize=11)
+        _suptitle(fig, title)
     return _save(fig, path)
 
 
@@ -229,27 +230,25 @@ def draw_regions(regions: Mapping[str, np.ndarray], region_names: Sequence[str],
         ax.set_title(f"{name} queries", fontsize=9)
     fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="attention mass")
     if title:
-        fig.suptitle(title, fontsize=11)
+        _suptitle(fig, title)
     return _save(fig, path)
 
 
-def draw_route_patch(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray], flips: Mapping[str, np.ndarray], path: str, title: str = "", seed_names: Sequence[str] | None = None) -> str:
-    """Reading-head attention to QUERY before/after the routing patch, and the first-token flip rate, per seed.
-
-    Each mapping is direction -> ``[seeds]``.
-    """
-    names = list(before)
-    fig, axes = _grid(1, len(names), 3.6, 2.8)
+def draw_route_patch(bars: Mapping[str, Mapping[str, np.ndarray]], path: str, title: str = "", seed_names: Sequence[str] | None = None) -> str:
+    """Grouped bars per seed, one panel per direction: ``bars[direction][label]`` is ``[seeds]`` in [0, 1]."""
+    names = list(bars)
+    fig, axes = _grid(1, len(names), 4.2, 3.0)
     for ax, name in zip(axes[0], names):
-        seeds = len(before[name])
+        labels = list(bars[name])
+        seeds = len(bars[name][labels[0]])
+        width = 0.8 / len(labels)
         x = np.arange(seeds)
-        ax.bar(x - 0.27, before[name], 0.27, label="attention to QUERY, before")
-        ax.bar(x, after[name], 0.27, label="attention to QUERY, patched")
-        ax.bar(x + 0.27, flips[name], 0.27, label="first token = donor's")
+        for i, label in enumerate(labels):
+            ax.bar(x + (i - (len(labels) - 1) / 2) * width, bars[name][label], width, label=label, color=f"C{i}")
         ax.set_xticks(x, list(seed_names or [f"seed {s}" for s in range(seeds)]), fontsize=7)
         ax.set_ylim(0, 1.05)
         ax.set_title(name, fontsize=9)
-    axes[0, 0].legend(fontsize=6, loc="upper left")
+    axes[0, -1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     if title:
-        fig.suptitle(title, fontsize=11)
+        _suptitle(fig, title)
     return _save(fig, path)

@@ -14,18 +14,16 @@ import os
 import time
 from typing import Any, Sequence
 
-import jax
 import numpy as np
 from tqdm.auto import tqdm
 
 from logic_jax.analysis import accuracy, attention, causal, common, figures, probes, report, routing
 from logic_jax.interp import pairs as pairs_lib
 from logic_jax.models import gpt
-from logic_jax.problem import format as fmt
 from logic_jax.problem.config import ProblemConfig
 from logic_jax.problem.sampler import Batch
 
-COSINE_SHOWN = 300  # problems per panel of the cosine figure
+COSINE_SHOWN = 200  # problems per panel of the cosine figure
 
 
 @dataclasses.dataclass
@@ -154,11 +152,19 @@ def draw(out_dir: str, results: list[dict], seeds: list[int], data: Problems, mo
         results[0]["probes"]["linear"]["stages"], list(probes.POSITIONS), path("probes"), probes.stage_after(route),
         "affine probes for the first answer token (test accuracy)", names,
     )
+    def patch_bars(d):
+        head = lambda r: r["attention"]["claim3"]["head"]  # noqa: E731
+        rp = [r["route_patch"][d] for r in results]
+        return {
+            "reading head -> QUERY, unpatched": np.array([p["attention_before"][head(r)] for p, r in zip(rp, results)]),
+            "reading head -> QUERY, patched": np.array([p["attention_after"][head(r)] for p, r in zip(rp, results)]),
+            "first token = donor's, unpatched": np.array([p["donor_before"] for p in rp]),
+            "first token = donor's, patched": np.array([p["donor_after"] for p in rp]),
+        }
+
     figures.draw_route_patch(
-        {d: np.array([r["route_patch"][d]["attention_before"][r["attention"]["claim3"]["head"]] for r in results]) for d in causal.DIRECTIONS},
-        {d: np.array([r["route_patch"][d]["attention_after"][r["attention"]["claim3"]["head"]] for r in results]) for d in causal.DIRECTIONS},
-        {d: np.array([r["route_patch"][d]["donor_after"] for r in results]) for d in causal.DIRECTIONS},
-        path("route_patch"), f"patching {common.layer_name(route)} attention output at QUERY (reading head of {common.layer_name(read)})", names,
+        {d: patch_bars(d) for d in causal.DIRECTIONS}, path("route_patch"),
+        f"{common.layer_name(route)} attention output at QUERY patched from the other query (reading head of {common.layer_name(read)})", names,
     )
     figures.draw_layer_head(
         {f"{kind} pairs": [r["patching"][kind]["heads"] for r in results] for kind in causal.PAIR_KINDS},

@@ -179,7 +179,8 @@ def tables(results: list[dict], seeds: Sequence[int], meta: dict) -> list[Table]
             Row(f"{d}: reading head's attention to QUERY, recipient", "—", head_att("attention_before")),
             Row(f"{d}: the same, routing signal patched", "—", head_att("attention_after")),
             Row(f"{d}: recipient's first token correct, unpatched", "—", rp("accuracy_before")),
-            Row(f"{d}: first token = donor's after the patch (flip rate)", "—", rp("donor_after")),
+            Row(f"{d}: first token = donor's, unpatched", "—", rp("donor_before")),
+            Row(f"{d}: first token = donor's, patched (flip rate)", "—", rp("donor_after")),
             Row(f"{d}: normalised LD effect", "—", rp("effect"), "num"),
         ]
     for q in ("linear", "LogOp"):
