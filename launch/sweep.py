@@ -33,7 +33,11 @@ def main(argv):
         jax.distributed.initialize()
     from logic_jax.train import sweep
 
-    rows = sweep.run_sweep(FLAGS.config, FLAGS.workdir)
+    try:
+        rows = sweep.run_sweep(FLAGS.config, FLAGS.workdir)
+    except (ValueError, FloatingPointError) as e:  # config, workdir, mesh, checkpoint errors; divergence
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)
     if jax.process_index() == 0:
         print(sweep.summary_markdown(rows), flush=True)
 

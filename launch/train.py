@@ -34,7 +34,11 @@ def main(argv):
     from logic_jax.train import evaluate, trainer
 
     logging.info("devices: %s (process %d of %d)", jax.devices(), jax.process_index(), jax.process_count())
-    result = trainer.train(FLAGS.config, FLAGS.workdir)
+    try:
+        result = trainer.train(FLAGS.config, FLAGS.workdir)
+    except (ValueError, FloatingPointError) as e:  # config, workdir, mesh, checkpoint errors; divergence
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)
     if result.evals:
         step, metrics = result.evals[-1]
         print(f"step {step}: {evaluate.summary_line(metrics)}; wall time {result.wall_time:.0f}s", flush=True)
