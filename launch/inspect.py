@@ -1,12 +1,14 @@
 """Inspect a training run from its checkpoint directory alone.
 
     python launch/inspect.py --workdir=DIR [--step=S] [--problems=FILE.jsonl] [--format=text|json]
+    python launch/inspect.py --workdir=DIR --attention=attn.png [--seed=0] [--tokens=ID,...] [--query=linear|logop] [--with_answer]
 
 Prints the config, step, parameter count, per-seed metrics and a greedy-decoding evaluation
 per seed (exact match, first token, per case, the oracle's error classes) on fresh held-out
 problems (default: the trainer's held-out set) or on a JSONL file (fields ``context`` and
 ``answer``: token ids, the answer ending with EOS). ``--format=json`` adds ``params_sha256``
-per seed. Runs on the CPU; needs nothing but the checkpoint directory.
+per seed. ``--attention`` draws every layer and head of one seed's attention on a given or
+sampled problem instead. Runs on the CPU; needs nothing but the checkpoint directory.
 """
 
 import os

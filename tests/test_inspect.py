@@ -100,3 +100,13 @@ def test_inspect_errors(run, tmp_path):
         inspection.inspect_run(workdir, problems_file=str(bad))
     out = _cli(f"--workdir={tmp_path / 'missing'}")
     assert out.returncode == 1 and "no such workdir" in out.stderr
+
+
+def test_inspect_attention_draws_a_png(run, tmp_path):
+    workdir, _ = run
+    png = tmp_path / "attention.png"
+    out = _cli(f"--workdir={workdir}", f"--attention={png}", "--seed=1", "--query=logop")
+    assert out.returncode == 0, out.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    out = _cli(f"--workdir={workdir}", f"--attention={tmp_path / 'x.png'}", "--seed=99")
+    assert out.returncode == 1 and "seed" in out.stderr

@@ -129,6 +129,11 @@ def define_flags() -> None:
     flags.DEFINE_string("problems", None, "JSONL file of problems (context, answer); default: fresh held-out problems.")
     flags.DEFINE_integer("num_problems", None, "Fresh problems to evaluate (default: the config's eval_size).")
     flags.DEFINE_enum("format", "text", ["text", "json"], "Output format.")
+    flags.DEFINE_string("attention", None, "Instead of evaluating: draw the attention of --seed on a problem to this PNG.")
+    flags.DEFINE_integer("seed", 0, "Seed index for --attention.")
+    flags.DEFINE_list("tokens", None, "Token ids (a context, optionally with its answer) for --attention; default: sample one.")
+    flags.DEFINE_enum("query", None, ["linear", "logop"], "Queried chain of the sampled problem (--attention).")
+    flags.DEFINE_bool("with_answer", False, "Append the sampled problem's proof, teacher-forced (--attention).")
     flags.mark_flag_as_required("workdir")
 
 
@@ -143,6 +148,15 @@ def main(argv) -> None:
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     try:
+        if FLAGS.attention:
+            from logic_jax.analysis import examples
+
+            tokens = None if FLAGS.tokens is None else [int(t) for t in FLAGS.tokens]
+            path = examples.draw_example(
+                FLAGS.workdir, FLAGS.attention, seed=FLAGS.seed, tokens=tokens, query=FLAGS.query, with_answer=FLAGS.with_answer, step=FLAGS.step
+            )
+            print(f"wrote {path}")
+            return
         report = inspect_run(FLAGS.workdir, FLAGS.step, FLAGS.problems, FLAGS.num_problems)
     except (ValueError, KeyError) as e:  # CheckpointError, ProblemsFileError, ConfigError
         print(f"error: {e}", file=sys.stderr)
