@@ -32,9 +32,9 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log, record the exi
 { date -u; nvidia-smi 2>&1 | head -15; python3 -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"; } >"$R/machine.txt" 2>&1
 
 if [ "$smoke" = 1 ]; then
-  S_BATCH=1024,16384; SEEDS=1,8; MISTRAL=small; PAIRS=2; TRAIN_CFG="--config.batch_size=16 --config.model.d_model=32"
+  S_BATCH=1024,16384; SEEDS=1,8; MISTRAL=small; PAIRS=2; TRAIN_CFG="--config.batch_size=16 --config.model.d_model=48 --config.model.d_mlp=192"; PATCH="--pairs 64 --positions 8 --chunk-size 3"
 else
-  S_BATCH=1048576,8388608,33554432; SEEDS=1,8,64; MISTRAL=7b; PAIRS=64; TRAIN_CFG=""
+  S_BATCH=1048576,8388608,33554432; SEEDS=1,8,64; MISTRAL=7b; PAIRS=64; TRAIN_CFG=""; PATCH="--pairs 1000 --positions 38 --chunk-size 9"  # 9 cells x 1000 pairs a chunk: ~7 GB
 fi
 
 if [ "$part" = all ]; then
@@ -42,7 +42,7 @@ if [ "$part" = all ]; then
   step train_mfu 150 python3 bench/train_mfu.py --config=configs/small.py --steps=20 --repeats=2 $TRAIN_CFG --out="$R/train_mfu.json"
   step train_seeds 200 python3 bench/train_seeds.py --config=configs/small.py --seeds=$SEEDS --steps=20 --repeats=2 --run_steps=100 $TRAIN_CFG --out="$R/train_seeds.json"
   step torch_reference 120 python3 bench/torch_reference.py --config=configs/small.py --seeds=4 --steps=20 --nojax $TRAIN_CFG --out="$R/torch_reference.json"
-  step patching_sweep 120 python3 bench/patching_sweep.py --pairs 1000 --positions 38 --chunk-size 0
+  step patching_sweep 120 python3 bench/patching_sweep.py $PATCH
   step mistral_forward 240 python3 bench/mistral_forward.py --shape=$MISTRAL --dtype=bfloat16 --batch=64 --seq=300 --checkpoint_mode=random
 elif [ "$part" = mistral_patching ]; then
   step mistral_patching_compare 300 python3 bench/mistral_patching.py --shape=$MISTRAL --pairs=$PAIRS --loop_heads=16 --compilation_cache=/tmp/jc
