@@ -43,7 +43,7 @@ def test_jsonl_and_npz_files(tmp_path):
     assert run("--num=70000", "--chunk=50000", f"--out={path}").returncode == 0
     problems = read_jsonl(str(path))
     assert len(problems) == 70000
-    assert len({tuple(c) for c, _ in problems}) > 69000  # two chunks, different keys
+    assert len({tuple(r["context"]) for r in problems}) > 69000  # two chunks, different keys
     npz = tmp_path / "p.npz"
     proc = run("--num=300", "--format=npz", f"--out={npz}", "--depth=2")
     assert proc.returncode == 0, proc.stderr
@@ -63,8 +63,10 @@ def test_bad_flags_name_the_field(tmp_path):
     assert proc.returncode != 0 and "--out" in proc.stderr
 
 
-def test_read_jsonl_errors_name_the_line(tmp_path):
+def test_read_jsonl_errors_name_the_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"context": [1, 2], "answer": [3]}\n{"text": "no ids"}\n')
-    with pytest.raises(ValueError, match=f"{path}:2"):
+    path.write_text('{"context": [1, 2], "answer": [3]}\n\n{"context": [1, 2\n')
+    with pytest.raises(ValueError, match=f"{path}, line 3: not JSON"):
         read_jsonl(str(path))
+    with pytest.raises(ValueError, match="no such problems file"):
+        read_jsonl(str(tmp_path / "missing.jsonl"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Iterator
 
 import numpy as np
@@ -46,21 +47,21 @@ def iter_records(batch: Batch, context_len: int) -> Iterator[dict]:
         }
 
 
-def read_jsonl(path: str) -> list[tuple[list[int], list[int]]]:
-    """(context, answer) id lists of a JSONL problem file; other fields are ignored.
+def read_jsonl(path: str) -> list[dict]:
+    """The records of a JSONL problem file (one JSON object a line; blank lines skipped).
 
-    Raises ``ValueError`` naming the file and line of a record without them.
+    Raises ``ValueError`` naming the file, and the line of one that is not JSON. Which fields a
+    reader needs is its own check (evaluation reads ``context`` and ``answer``).
     """
-    problems = []
+    if not os.path.exists(path):
+        raise ValueError(f"no such problems file: {path}")
+    records = []
     with open(path) as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-                problems.append(([int(t) for t in record["context"]], [int(t) for t in record["answer"]]))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"{path}:{line_no}: not a problem record with 'context' and 'answer' id lists ({e!r})") from e
-    if not problems:
-        raise ValueError(f"{path}: no problems in the file")
-    return problems
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, line {line_no}: not JSON ({e})") from None
+    return records

@@ -15,6 +15,7 @@ import numpy as np
 
 from logic_jax.models import gpt
 from logic_jax.problem import format as fmt
+from logic_jax.problem.records import read_jsonl
 from logic_jax.train import config as config_lib
 from logic_jax.train import evaluate as evaluate_lib
 from logic_jax.train.checkpoint import Checkpointer, CheckpointError, member_digests
@@ -39,17 +40,10 @@ def load(workdir: str, step: int | None = None):
 
 
 def read_problems_file(path: str, depth: int) -> evaluate_lib.Problems:
-    if not os.path.exists(path):
-        raise evaluate_lib.ProblemsFileError(f"no such problems file: {path}")
-    records = []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise evaluate_lib.ProblemsFileError(f"{path}, line {i}: not JSON ({e})") from None
+    try:
+        records = read_jsonl(path)
+    except ValueError as e:
+        raise evaluate_lib.ProblemsFileError(str(e)) from None
     return evaluate_lib.problems_from_records(records, depth, where=path)
 
 
