@@ -9,7 +9,6 @@ In-process figures time the compiled sampler at several batch sizes after a warm
 default JAX device (a GPU when there is one). Prints one JSON object.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -108,11 +107,9 @@ def main(argv):
         py = whole_process("python", F.num, F.depth, F.chunk)
         jx = whole_process("jax", F.num, F.depth, F.chunk)
         result["whole_process"] = {"python": py, "jax": jx, "speedup": round(py["seconds"] / jx["seconds"], 1)}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if F.out:
-        with open(F.out, "w") as f:
-            f.write(text)
+    from bench.report import emit
+
+    emit(result, F.out)
 
 
 if __name__ == "__main__":

@@ -180,11 +180,9 @@ def main(argv):
         out["jax_sequential_seed_steps_per_s"] = jax_row["sequential_seed_steps_per_s"]
         out["ratio_jax_vmapped_over_torch"] = jax_row["vmapped_seed_steps_per_s"] / out["with_data_seed_steps_per_s"]
         out["ratio_jax_sequential_over_torch"] = jax_row["sequential_seed_steps_per_s"] / out["with_data_seed_steps_per_s"]
-    text = json.dumps(out, indent=1)
-    print(text)
-    if F.out:
-        with open(F.out, "w") as f:
-            f.write(text)
+    from bench.report import emit
+
+    emit(out, F.out)
 
 
 if __name__ == "__main__":

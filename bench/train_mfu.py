@@ -12,7 +12,6 @@ cost analysis of one step. MFU is given against the device's dense peaks (FP32, 
 the step runs in float32, which XLA may execute on TF32 tensor cores. Prints one JSON object.
 """
 
-import json
 import os
 import sys
 import time
@@ -140,11 +139,9 @@ def main(argv):
         step_without_sampling_ms=1e3 * nosample_s / steps,
         sampling_share_by_difference=1 - nosample_s / full_s,
     )
-    text = json.dumps(out, indent=1)
-    print(text)
-    if F.out:
-        with open(F.out, "w") as f:
-            f.write(text)
+    from bench.report import emit
+
+    emit(out, F.out)
 
 
 if __name__ == "__main__":

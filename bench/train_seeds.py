@@ -100,11 +100,9 @@ def main(argv):
         )
         results["rows"].append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-    text = json.dumps(results, indent=1)
-    print(text)
-    if F.out:
-        with open(F.out, "w") as f:
-            f.write(text)
+    from bench.report import emit
+
+    emit(results, F.out)
 
 
 if __name__ == "__main__":

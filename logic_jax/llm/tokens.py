@@ -21,7 +21,7 @@ import bisect
 import dataclasses
 from typing import Sequence
 
-from logic_jax.llm.prompts import DEPTH, PromptPair, Problem
+from logic_jax.llm.prompts import PromptPair, Problem
 from logic_jax.problem import format as fmt
 
 # Spans of the question line, for the attention statistics of chosen heads.
