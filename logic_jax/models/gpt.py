@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from logic_jax import dataclass_config
 from logic_jax.interp.hooks import Hooks, Patch, block_site, site_names
 from logic_jax.problem import format as fmt
 
@@ -67,11 +68,7 @@ class GPTConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "GPTConfig":
         """From a dict or ConfigDict; unknown keys are an error naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise GPTConfigError(f"unknown model config key(s) {unknown}; known: {sorted(names)}")
-        return cls(**dict(values))
+        return dataclass_config.from_mapping(cls, values, GPTConfigError, "model")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from logic_jax import dataclass_config
 from logic_jax.problem import format as fmt
 
 
@@ -50,11 +51,7 @@ class ProblemConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "ProblemConfig":
         """From a dict or ml_collections ConfigDict; unknown keys are an error naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ConfigError(f"unknown problem config key(s) {unknown}; known: {sorted(names)}")
-        return cls(**dict(values))
+        return dataclass_config.from_mapping(cls, values, ConfigError, "problem")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
