@@ -35,7 +35,7 @@ from flax import nnx
 
 from logic_jax.interp.hooks import Hooks, block_site
 from logic_jax.models.mistral.config import MistralConfig
-from logic_jax.models.mistral.modeling import MASKED_SCORE, abstract_model, apply_rotary, positions_from_mask, rotary_tables
+from logic_jax.models.mistral.modeling import MASKED_SCORE, abstract_model, positions_from_mask, rotary_tables
 
 Array = Any
 
@@ -82,11 +82,7 @@ def _attention(attn, x, cos, sin, pk, pv, allowed_pre, allowed_suf, hooks: Hooks
     def site(name, value):
         return hooks(block_site(layer, name), value)
 
-    q = site("hook_q", jnp.einsum("bsd,dhe->bshe", x, attn.q_proj[...]))
-    k = site("hook_k", jnp.einsum("bsd,dhe->bshe", x, attn.k_proj[...]))
-    v = site("hook_v", jnp.einsum("bsd,dhe->bshe", x, attn.v_proj[...]))
-    q = site("hook_rot_q", apply_rotary(q, cos, sin))
-    k = site("hook_rot_k", apply_rotary(k, cos, sin))
+    q, k, v = attn.qkv(x, cos, sin, hooks, layer)
 
     batch, seq, n_heads, d_head = q.shape
     n_kv, lp = k.shape[2], pk.shape[1]

@@ -105,16 +105,22 @@ class Attention(nnx.Module):
         self.o_proj = _normal(rngs, (c.num_heads, c.head_dim, c.hidden_size), std, dtype)
         self.head_dim = c.head_dim
 
-    def __call__(self, x: Array, cos: Array, sin: Array, allowed: Array, hooks: Hooks, layer: int) -> Array:
+    def qkv(self, x: Array, cos: Array, sin: Array, hooks: Hooks, layer: int) -> tuple[Array, Array, Array]:
+        """Rotated queries, keys and values, through their hook sites (shared with llm/cached.py)."""
+
         def site(name: str, value: Array) -> Array:
             return hooks(block_site(layer, name), value)
 
         q = site("hook_q", jnp.einsum("bsd,dhe->bshe", x, self.q_proj[...]))
         k = site("hook_k", jnp.einsum("bsd,dhe->bshe", x, self.k_proj[...]))
         v = site("hook_v", jnp.einsum("bsd,dhe->bshe", x, self.v_proj[...]))
-        q = site("hook_rot_q", apply_rotary(q, cos, sin))
-        k = site("hook_rot_k", apply_rotary(k, cos, sin))
+        return site("hook_rot_q", apply_rotary(q, cos, sin)), site("hook_rot_k", apply_rotary(k, cos, sin)), v
 
+    def __call__(self, x: Array, cos: Array, sin: Array, allowed: Array, hooks: Hooks, layer: int) -> Array:
+        def site(name: str, value: Array) -> Array:
+            return hooks(block_site(layer, name), value)
+
+        q, k, v = self.qkv(x, cos, sin, hooks, layer)
         batch, seq, n_heads, d_head = q.shape
         n_kv = k.shape[2]
         grouped_q = q.reshape(batch, seq, n_kv, n_heads // n_kv, d_head)
