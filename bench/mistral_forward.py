@@ -80,20 +80,9 @@ def hf_config(config: mistral.MistralConfig):
     """transformers' MistralConfig for our config."""
     from transformers import MistralConfig as HFConfig
 
-    return HFConfig(
-        vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
-        intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads,
-        num_key_value_heads=config.num_kv_heads,
-        head_dim=config.head_dim,
-        rms_norm_eps=config.rms_norm_eps,
-        sliding_window=config.sliding_window,
-        max_position_embeddings=config.max_position_embeddings,
-        rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
-        tie_word_embeddings=False,
-    )
+    hf = mistral.loading.config_to_hf(config)
+    del hf["architectures"], hf["model_type"]  # fixed by the class
+    return HFConfig(**hf)
 
 
 def best_time(run, repeats: int) -> tuple[float, float]:

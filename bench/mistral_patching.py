@@ -99,17 +99,6 @@ def memory_budget(config: mistral.MistralConfig, batch: int, length: int, positi
     }
 
 
-def hf_config_json(config: mistral.MistralConfig) -> dict:
-    return {
-        "architectures": ["MistralForCausalLM"], "model_type": "mistral", "vocab_size": config.vocab_size,
-        "hidden_size": config.hidden_size, "intermediate_size": config.intermediate_size,
-        "num_hidden_layers": config.num_layers, "num_attention_heads": config.num_heads,
-        "num_key_value_heads": config.num_kv_heads, "head_dim": config.head_dim, "rms_norm_eps": config.rms_norm_eps,
-        "rope_theta": config.rope_theta, "sliding_window": config.sliding_window,
-        "max_position_embeddings": config.max_position_embeddings, "tie_word_embeddings": False,
-    }
-
-
 def compare(config, params, batch, result: dict, P: int, chunk: int | None) -> None:
     """The head_z sweep (prepare + one vmapped call) vs one full-prompt hooked run per head."""
     layers, heads = config.num_layers, config.num_heads
@@ -169,7 +158,7 @@ def run_whole_study(config, params, result: dict, P: int, chunk: int | None) -> 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "config_only"
         checkpoint.mkdir()
-        (checkpoint / "config.json").write_text(json.dumps(hf_config_json(config)))
+        (checkpoint / "config.json").write_text(json.dumps(mistral.loading.config_to_hf(config)))
         out = Path(FLAGS.out or Path(tmp) / "out")
         circuit = None if FLAGS.shape == "7b" else {"decision": {"heads": [[3, 1]], "positions": ["last"]}}
         cfg = study.StudyConfig(num_pairs=FLAGS.pairs, shots=FLAGS.shots, positions=P, batch_size=FLAGS.pairs, chunk_size=chunk, circuit=circuit)

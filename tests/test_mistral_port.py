@@ -408,3 +408,13 @@ def test_generate_cli_reports_missing_directory(tmp_path):
     )
     assert result.returncode != 0
     assert "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize("preset", ["mistral_7b_v01", "mistral_7b_v03", "small"])
+def test_config_round_trips_through_hf_json(preset):
+    from transformers import MistralConfig as HFConfig
+
+    config = getattr(mistral.MistralConfig, preset)()
+    hf = mistral.loading.config_to_hf(config)
+    assert mistral.loading.config_from_hf(hf) == config
+    assert mistral.loading.config_from_hf(HFConfig(**hf).to_dict()) == config

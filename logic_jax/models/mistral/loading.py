@@ -150,6 +150,19 @@ def config_from_hf(hf: dict, source: str = CONFIG_FILE) -> MistralConfig:
     )
 
 
+def config_to_hf(config: MistralConfig) -> dict:
+    """The Hugging Face ``config.json`` fields of our config: the inverse of ``config_from_hf``."""
+    return {
+        "architectures": ["MistralForCausalLM"], "model_type": "mistral", "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size, "intermediate_size": config.intermediate_size,
+        "num_hidden_layers": config.num_layers, "num_attention_heads": config.num_heads,
+        "num_key_value_heads": config.num_kv_heads, "head_dim": config.head_dim, "rms_norm_eps": config.rms_norm_eps,
+        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
+        "sliding_window": config.sliding_window, "max_position_embeddings": config.max_position_embeddings,
+        "initializer_range": config.initializer_range, "tie_word_embeddings": False,
+    }
+
+
 def _checkpoint_dir(checkpoint_dir: str | os.PathLike) -> Path:
     path = Path(checkpoint_dir)
     if not path.is_dir():
