@@ -87,26 +87,28 @@ def _mulhi(words, n: int):
     return (high * n + ((low * n) >> 16)) >> 16
 
 
-def _uniform_draws(words, ranges: list[int]):
-    """Independent draws in [0, n) for each n of ``ranges``, from as few words as the budget allows."""
-    draws, w, budget = [], 0, _DRAWS_PER_WORD_BUDGET + 1
-    x = None
+def _word_of_each_draw(ranges: list[int]) -> list[int]:
+    """Which word each draw reads: a new one whenever the product of ranges would pass the budget."""
+    words, budget = [], _DRAWS_PER_WORD_BUDGET + 1
     for n in ranges:
         if budget * n > _DRAWS_PER_WORD_BUDGET:
-            x, budget, w = words[:, w], 1, w + 1
+            budget = 1
+            words.append(words[-1] + 1 if words else 0)
+        else:
+            words.append(words[-1])
+        budget *= n
+    return words
+
+
+def _uniform_draws(words, ranges: list[int]):
+    """Independent draws in [0, n) for each n of ``ranges``, sharing words as ``_word_of_each_draw`` says."""
+    draws, x, previous = [], None, None
+    for n, w in zip(ranges, _word_of_each_draw(ranges)):
+        if w != previous:
+            x, previous = words[:, w], w
         draws.append(_mulhi(x, n).astype(jnp.int32))
         x = x * jnp.uint32(n)  # frac(n x), modulo 2**32
-        budget *= n
-    return draws, w
-
-
-def _words_needed(ranges: list[int]) -> int:
-    count, budget = 0, _DRAWS_PER_WORD_BUDGET + 1
-    for n in ranges:
-        if budget * n > _DRAWS_PER_WORD_BUDGET:
-            count, budget = count + 1, 1
-        budget *= n
-    return count
+    return draws
 
 
 def _coin(word, p: float):
@@ -142,9 +144,9 @@ def sample_latents(key: jax.Array, cfg: ProblemConfig, batch_size: int) -> Laten
     d, b, n = cfg.depth, batch_size, fmt.num_rules(cfg.depth)
     # Letter ranks, then the fact order (one of 6).
     ranges = [fmt.NUM_LETTERS - i for i in range(3 * d)] + [len(templates.FACT_ORDERS)]
-    n_draw_words = _words_needed(ranges)
+    n_draw_words = _word_of_each_draw(ranges)[-1] + 1
     words = jax.random.bits(key, (b, n_draw_words + 2 + (n if cfg.shuffle_rules else 0)), jnp.uint32)
-    draws, _ = _uniform_draws(words, ranges)
+    draws = _uniform_draws(words, ranges)
     letters = _distinct_letters(draws[:-1])
     fact_order = jnp.asarray(templates.FACT_ORDERS)[draws[-1]]
 
