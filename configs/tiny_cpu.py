@@ -11,8 +11,8 @@ Result (2026-11-26, the unloaded 2-core CPU): it does NOT reach 99% for every se
 minutes. This command took 13.7 min wall; exact match on 1,024 held-out problems at step 5,000:
 seed 0 62.9%, seed 1 99.4% (seed 1 passed 99% at step 4,500). The same config with 8 seeds
 (`--config.num_seeds=8`, 61 min; results/tiny_cpu_8_seeds/) ended at 88.0, 99.9, 100, 100,
-66.8, 83.5, 67.2, 65.9%. Its seeds 0 and 1 have the same keys but other trajectories: the
-vmap width changes the floating-point rounding.
+66.8, 83.5, 67.2, 65.9%. Its seeds 0 and 1 have the same keys but took other paths, most
+likely because the vmap width changes the floating-point rounding and training amplifies it.
 
 Training is bimodal. Seeds 2 and 3 of the 8 pass 99% at step 4,000. Seeds 4, 6 and 7 of the 8,
 and seed 0 of the 2, get stuck on one planning decision: they always start the LogOp proof with
