@@ -1,0 +1,102 @@
+r"""Short training trials of a config: exact match per seed every few hundred steps.
+
+    python bench/train_trials.py --config.num_seeds=4 --max_seconds=780           # tiny_cpu as is
+    python bench/train_trials.py --config.model.n_heads=4 --config.num_seeds=4
+    python bench/train_trials.py --first_token_weight=5 --config.num_seeds=4
+    python bench/train_trials.py --hard_fraction=0.25 --config.num_seeds=4
+
+For trying recipes quickly (no checkpoints, no logs): the trainer's compiled chunk, then greedy
+evaluation of 512 held-out problems per seed. Two benchmark-only changes to the training step,
+made by replacing ``loss_fn`` / ``sample`` of ``logic_jax.train.step`` before it is traced:
+``--first_token_weight`` multiplies the loss of the first answer token (the planning
+decision); ``--hard_fraction`` draws that share of every batch, half and half, from the two
+LogOp cases whose proof starts with the rule's second operand (OR with (FALSE, TRUE), AND with
+(TRUE, FALSE)). Neither helped tiny_cpu (BENCHMARKS.md), so neither is a trainer option.
+"""
+
+import dataclasses
+import os
+import sys
+import time
+import types
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from logic_jax.train import config as config_lib  # noqa: E402
+from logic_jax.train import evaluate as evaluate_lib  # noqa: E402
+from logic_jax.train import step as step_lib  # noqa: E402
+from logic_jax.train.state import members_of, stack_members  # noqa: E402
+from logic_jax.train.trainer import eval_key  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "tiny_cpu.py"), "The run config.")
+flags.DEFINE_float("max_seconds", 780, "Stop after the first evaluation past this wall time.")
+flags.DEFINE_integer("every", 500, "Steps between evaluations.")
+flags.DEFINE_float("first_token_weight", 1.0, "Loss weight of the first answer token (1: the trainer's loss).")
+flags.DEFINE_float("hard_fraction", 0.0, "Share of each batch from the two second-operand LogOp cases.")
+F = flags.FLAGS
+
+
+def weighted_loss(first_weight):
+    def loss_fn(params, tokens, answer_mask, forward):
+        logits, _ = forward(params, tokens[:, :-1])
+        targets, mask = tokens[:, 1:], answer_mask[:, 1:].astype(jnp.float32)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+        first = mask * (jnp.cumsum(mask, axis=1) == 1)
+        n = jnp.maximum(mask.sum(), 1.0)
+        correct = (logits.argmax(-1) == targets).astype(jnp.float32)
+        return (ce * (mask + (first_weight - 1.0) * first)).sum() / n, (correct * mask).sum() / n
+
+    return loss_fn
+
+
+def mixed_sampler(hard_fraction):
+    sample = step_lib.sample
+    second_operand_cases = (dict(fix_op="or", fix_truth_first=False, fix_truth_second=True), dict(fix_op="and", fix_truth_first=True, fix_truth_second=False))
+
+    def mixed(key, cfg, batch_size):
+        n_hard = int(round(batch_size * hard_fraction / 2))
+        keys = jax.random.split(key, 3)
+        parts = [sample(keys[0], cfg, batch_size - 2 * n_hard)]
+        parts += [sample(k, dataclasses.replace(cfg, fix_query="logop", **case), n_hard) for k, case in zip(keys[1:], second_operand_cases)]
+        return types.SimpleNamespace(**{f: jnp.concatenate([getattr(p, f) for p in parts]) for f in ("tokens", "answer_mask")})
+
+    return mixed
+
+
+def main(_):
+    if F.first_token_weight != 1.0:
+        step_lib.loss_fn = weighted_loss(F.first_token_weight)
+    if F.hard_fraction > 0:
+        step_lib.sample = mixed_sampler(F.hard_fraction)
+    cfg = config_lib.to_dict(F.config)
+    config_lib.check(cfg)
+    members = members_of(cfg)
+    model_cfg, problem_cfg = config_lib.model_config(cfg), config_lib.problem_config(cfg)
+    mesh = step_lib.make_mesh(len(members), 1)
+    program = step_lib.make_train(model_cfg, problem_cfg, cfg["batch_size"], mesh)
+    state = program.init(*stack_members(members))
+    evaluate = evaluate_lib.make_evaluate(model_cfg, problem_cfg.context_len, mesh, batch=512)
+    problems = evaluate_lib.fresh_problems(eval_key(cfg), problem_cfg, 512)
+    start, step = time.time(), 0
+    while time.time() - start < F.max_seconds and step < cfg["num_steps"]:
+        state, out = program.chunk(state, F.every)
+        step += F.every
+        loss = np.asarray(out["loss"])[:, -1]
+        results = evaluate(state.params, problems)
+        print(
+            f"step {step} wall {time.time() - start:.0f}s loss {np.round(loss, 3).tolist()} "
+            f"exact {[round(r['exact'], 3) for r in results]} first_token {[round(r['first_token'], 3) for r in results]}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    app.run(main)
