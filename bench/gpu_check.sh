@@ -7,7 +7,11 @@
 # Then, with the device tool: run(command="bash bench/gpu_check.sh all", carry=[".whl"], timeout_s=560)
 #   part "all" (default, ~6 min): GPU facts, sampler, training MFU/seeds/PyTorch, small-model patching,
 #                                 Mistral-7B forward (random bf16 weights) against PyTorch;
+#   part "train_small" (TRAIN_S seconds, default 300): 64 seeds of configs/small.py trained until
+#                                 killed, evaluated every 1,000 steps (metrics.jsonl comes back);
 #   part "mistral_patching" (~8 min): the 7B head_z sweep against the per-head loop, and the whole study.
+# Device time is 15 min a session, start included: run "all", then at once "train_small" (its
+# issue is open), then "mistral_patching" only if time is left (its issue is resolved).
 # Rehearse on the CPU with: GPU_CHECK_SMOKE=1 OUT=/tmp/gpu_out bash bench/gpu_check.sh all
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,8 +37,10 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log, record the exi
 
 if [ "$smoke" = 1 ]; then
   S_BATCH=1024,16384; SEEDS=1,8; MISTRAL=small; PAIRS=2; TRAIN_CFG="--config.batch_size=16 --config.model.d_model=48 --config.model.d_mlp=192"; PATCH="--pairs 64 --positions 8 --chunk-size 3"
+  RUN_SEEDS=8; RUN_CFG="--config.num_steps=40 --config.steps_per_call=20 --config.eval_every=20 --config.checkpoint_every=20 --config.eval_size=64"
 else
   S_BATCH=1048576,8388608,33554432; SEEDS=1,8,64; MISTRAL=7b; PAIRS=64; TRAIN_CFG=""; PATCH="--pairs 1000 --positions 38 --chunk-size 9"  # 9 cells x 1000 pairs a chunk: ~7 GB
+  RUN_SEEDS=64; RUN_CFG="--config.eval_every=1000 --config.checkpoint_every=1000"
 fi
 
 if [ "$part" = all ]; then
@@ -44,6 +50,13 @@ if [ "$part" = all ]; then
   step torch_reference 120 python3 bench/torch_reference.py --config=configs/small.py --seeds=4 --steps=20 --nojax $TRAIN_CFG --out="$R/torch_reference.json"
   step patching_sweep 120 python3 bench/patching_sweep.py $PATCH
   step mistral_forward 240 python3 bench/mistral_forward.py --shape=$MISTRAL --dtype=bfloat16 --batch=64 --seq=300 --checkpoint_mode=random
+elif [ "$part" = train_small ]; then
+  # Killed by its time limit (rc=124 expected); the wall time to 100% is read from metrics.jsonl.
+  # The workdir stays outside $OUT (its checkpoints are large); rerunning resumes it.
+  W=${TRAIN_WORKDIR:-/tmp/small_run}
+  step train_small "${TRAIN_S:-300}" python3 launch/train.py --config=configs/small.py --config.num_seeds=$RUN_SEEDS \
+    --config.progress=False $RUN_CFG $TRAIN_CFG --workdir="$W"
+  cp "$W/metrics.jsonl" "$W/run.json" "$R/"
 elif [ "$part" = mistral_patching ]; then
   step mistral_patching_compare 300 python3 bench/mistral_patching.py --shape=$MISTRAL --pairs=$PAIRS --loop_heads=16 --compilation_cache=/tmp/jc
   step mistral_patching_study 240 python3 bench/mistral_patching.py --shape=$MISTRAL --pairs=$PAIRS --nocompare --study --compilation_cache=/tmp/jc
