@@ -13,6 +13,8 @@
 # Device time is 15 min a session, start included: run "all", then at once "train_small" (its
 # issue is open), then "mistral_patching" only if time is left (its issue is resolved).
 # Rehearse on the CPU with: GPU_CHECK_SMOKE=1 OUT=/tmp/gpu_out bash bench/gpu_check.sh all
+# (tests/test_gpu_check.py does, marked slow). Read the archive: tar xzf gpu_check.tgz &&
+# python bench/gpu_summary.py gpu_check (each figure against its goal).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 part=${1:-all}

@@ -60,8 +60,11 @@ def test_killed_run_resumes_bitwise(tmp_path):
     assert resumed.step == reference.step == 300
     _assert_bitwise(resumed.state, reference.state)
     # The log reads like an uninterrupted run's: each chunk once.
-    steps_logged = [json.loads(l)["step"] for l in open(os.path.join(killed, "metrics.jsonl")) if '"train"' in l]
-    assert steps_logged == list(range(10, 301, 10))
+    records = [json.loads(l) for l in open(os.path.join(killed, "metrics.jsonl")) if '"train"' in l]
+    assert [r["step"] for r in records] == list(range(10, 301, 10))
+    # Wall time is summed over the restart: it never goes back, and ends at the run's total.
+    walls = [r["wall_s"] for r in records]
+    assert walls == sorted(walls) and 0 < walls[0] and walls[-1] <= resumed.wall_time
 
 
 def _corrupt_files(directory):

@@ -1,14 +1,43 @@
 """bench/gpu_check.sh rehearsed on the CPU at tiny sizes, so a GPU session never spends its
-device time on a broken script. Slow (about 3 minutes on 2 cores): CI skips it."""
+device time on a broken script (slow: about 3 minutes on 2 cores, CI skips it), and
+bench/gpu_summary.py's reading of its archive against the goals."""
 
 import json
 import os
 import subprocess
+import sys
 import tarfile
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "bench"))
+
+import gpu_summary  # noqa: E402
+
+
+def _write(directory, name, obj):
+    with open(directory / name, "w") as f:
+        if name.endswith(".jsonl"):
+            f.writelines(json.dumps(r) + "\n" for r in obj)
+        else:
+            json.dump(obj, f)
+
+
+def test_gpu_summary_checks_each_goal(tmp_path):
+    row = lambda n, v: dict(n=n, vmapped_seed_steps_per_s=v, sequential_seed_steps_per_s=40.0, speedup=v / 40.0, whole_run_s=dict(speedup=2.0))  # noqa: E731
+    _write(tmp_path, "train_seeds.json", dict(rows=[row(1, 40.0), row(64, 900.0)]))
+    _write(tmp_path, "torch_reference.json", dict(device="cuda", with_data_seed_steps_per_s=100.0))
+    _write(tmp_path, "train_mfu.json", dict(device="NVIDIA H100", seeds=64, batch_size=512, step_ms=80.0, achieved_tflops=120.0,
+                                            mfu=dict(fp32=1.8, tf32=0.25, bf16=0.12), sampling_share=0.01))
+    evals = [dict(kind="eval", step=s, wall_s=10.0 * s, exact=e) for s, e in ((1000, [0.5, 1.0]), (2000, [1.0, 1.0]), (3000, [1.0, 0.99]))]
+    _write(tmp_path, "metrics.jsonl", [dict(kind="train", step=1000, wall_s=9.0)] + evals)
+    text = gpu_summary.summary(str(tmp_path))
+    assert "JAX at N = 64 is 9.0x (goal 10x at N = 64: not met)" in text
+    assert "25.0% of the TF32 peak (goal 30%: not met" in text and "sampling 1.00% of the step (goal under 5%: met)" in text
+    assert "every seed at 100% exact match at step 2,000, 20000 s of training" in text
+    _write(tmp_path, "metrics.jsonl", evals[:1])
+    assert "not every seed at 100% by step 1,000 (10000 s); exact match min 0.500" in gpu_summary.summary(str(tmp_path))
 
 
 def _run_part(part, out):
@@ -30,12 +59,14 @@ def test_gpu_check_smoke(tmp_path):
     for name in ("sampler", "train_mfu", "train_seeds", "torch_reference"):
         assert json.loads((results / f"{name}.json").read_text()), name
     assert "jax" in (results / "machine.txt").read_text()
+    assert "problems/s at batch" in gpu_summary.summary(str(results))
 
     results = _run_part("train_small", tmp_path / "train")
     assert (results / "status.txt").read_text().startswith("train_small rc=0 ")
     evals = [json.loads(line) for line in (results / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
     assert [e["step"] for e in evals] == [20, 40]
     assert json.loads((results / "run.json").read_text())
+    assert "not every seed at 100% by step 40" in gpu_summary.summary(str(results))
 
     results = _run_part("mistral_patching", tmp_path / "mistral")
     status = (results / "status.txt").read_text().splitlines()

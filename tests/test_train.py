@@ -83,6 +83,8 @@ def test_train_writes_logs_and_evaluates(tmp_path):
     kinds = [(r["kind"], r["step"]) for r in records]
     assert kinds == [("train", 10), ("eval", 10), ("train", 20), ("eval", 20)]
     assert len(records[0]["loss"]) == 2 and records[0]["seed_steps_per_sec"] > 0
+    walls = [r["wall_s"] for r in records]
+    assert 0 < walls[0] and walls == sorted(walls) and walls[-1] <= result.wall_time
     assert set(records[1]["per_case"][0]) == set(fmt.CASE_NAMES)
     assert any(n.startswith("events") for n in os.listdir(tmp_path / "tensorboard"))
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10", "20"]

@@ -1,7 +1,9 @@
 """Run logs: a JSONL file, TensorBoard event files and a tqdm progress bar (process 0 only).
 
 On resume from step s the JSONL records after s are dropped and TensorBoard purges its
-events after s, so a restarted run's logs read like an uninterrupted run's.
+events after s, so a restarted run's logs read like an uninterrupted run's. Every record has
+``wall_s``: the run's wall time up to it, summed over restarts (work lost to a kill, after the
+last checkpoint, not counted), so the wall time to reach an accuracy is read off the evals.
 """
 
 from __future__ import annotations
@@ -74,10 +76,10 @@ class RunLog:
         with open(self.path, "a") as f:
             f.write(json.dumps(_clean(record)) + "\n")
 
-    def train(self, step: int, loss: np.ndarray, token_acc: np.ndarray, steps: int, seconds: float) -> None:
+    def train(self, step: int, loss: np.ndarray, token_acc: np.ndarray, steps: int, seconds: float, wall_s: float) -> None:
         """One compiled chunk: per-member loss and token accuracy of its last step."""
         rate = steps / max(seconds, 1e-9)
-        self.write(dict(kind="train", step=step, loss=loss, token_acc=token_acc, steps_per_sec=rate, seed_steps_per_sec=rate * len(loss)))
+        self.write(dict(kind="train", step=step, loss=loss, token_acc=token_acc, steps_per_sec=rate, seed_steps_per_sec=rate * len(loss), wall_s=wall_s))
         if not self.active:
             return
         self.writer.add_scalar("train/loss_mean", float(np.mean(loss)), step)
@@ -88,8 +90,8 @@ class RunLog:
             self.bar.set_postfix(loss=f"{np.mean(loss):.4f}", max=f"{np.max(loss):.4f}", refresh=False)
             self.bar.update(steps)
 
-    def eval(self, step: int, metrics: Sequence[dict]) -> None:
-        self.write(dict(kind="eval", step=step, exact=[m["exact"] for m in metrics], first_token=[m["first_token"] for m in metrics], per_case=[m["per_case"] for m in metrics], errors=[m.get("errors") for m in metrics]))
+    def eval(self, step: int, metrics: Sequence[dict], wall_s: float) -> None:
+        self.write(dict(kind="eval", step=step, wall_s=wall_s, exact=[m["exact"] for m in metrics], first_token=[m["first_token"] for m in metrics], per_case=[m["per_case"] for m in metrics], errors=[m.get("errors") for m in metrics]))
         if not self.active:
             return
         for i, m in enumerate(metrics):

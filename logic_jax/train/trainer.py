@@ -146,6 +146,9 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
     evals = [(e["step"], e["metrics"]) for e in metrics.get("evals", [])]
     wall_before, t_start = float(metrics.get("wall_time", 0.0)), time.time()
 
+    def wall_time():  # of the run so far, summed over restarts
+        return wall_before + time.time() - t_start
+
     evaluate = evaluate_lib.make_evaluate(model_cfg, problem_cfg.context_len, mesh, batch=min(config["eval_size"], 1024))
     problems = evaluate_lib.fresh_problems(eval_key(config), problem_cfg, config["eval_size"])
     log = RunLog(workdir, step, config["num_steps"], progress=config["progress"], desc=desc)
@@ -157,18 +160,17 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
             out = to_host(out)  # waits for the chunk
             check_finite(out["loss"], step, members, last_saved)
             step += n
-            log.train(step, out["loss"][:, -1], out["token_acc"][:, -1], n, time.time() - t0)
+            log.train(step, out["loss"][:, -1], out["token_acc"][:, -1], n, time.time() - t0, wall_time())
             if (config["eval_every"] and step % config["eval_every"] == 0) or step == config["num_steps"]:
                 result = evaluate(state.params, problems)
                 evals.append((step, result))
-                log.eval(step, result)
+                log.eval(step, result, wall_time())
             if step % config["checkpoint_every"] == 0 or step == config["num_steps"]:
-                wall = wall_before + time.time() - t_start
                 saved = dict(
                     step=step,
                     loss=out["loss"][:, -1].tolist(),
                     evals=[dict(step=s, metrics=m) for s, m in evals],
-                    wall_time=wall,
+                    wall_time=wall_time(),
                 )
                 ckpt.save(step, state, info, json.loads(json.dumps(saved, default=float)))
                 last_saved = step
@@ -178,7 +180,7 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
         ckpt.wait()
         ckpt.close()
         log.close()
-    return TrainResult(state=state, step=step, evals=evals, wall_time=wall_before + time.time() - t_start, members=members)
+    return TrainResult(state=state, step=step, evals=evals, wall_time=wall_time(), members=members)
 
 
 def latest_metrics(workdir: str) -> dict:

@@ -1,0 +1,88 @@
+r"""The figures of a bench/gpu_check.sh archive against the issues' goals, as Markdown.
+
+    tar xzf gpu_check.tgz && python bench/gpu_summary.py gpu_check
+
+Reads whatever parts ran (status.txt, sampler.json, train_mfu.json, train_seeds.json,
+torch_reference.json, metrics.jsonl of train_small) and prints one line per goal, so that a
+GPU session's numbers go into BENCHMARKS.md without hand arithmetic.
+"""
+
+import json
+import os
+import sys
+
+
+def _load(directory, name):
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        if name.endswith(".jsonl"):
+            return [json.loads(line) for line in f if line.strip()]
+        return json.load(f)
+
+
+def _goal(value, goal, higher=True):
+    met = value >= goal if higher else value < goal
+    return "met" if met else "not met"
+
+
+def summary(directory: str) -> str:
+    lines = []
+    status = os.path.join(directory, "status.txt")
+    if os.path.exists(status):
+        lines += ["Parts: " + "; ".join(open(status).read().split("\n")).strip("; "), ""]
+    sampler = _load(directory, "sampler.json")
+    if sampler:
+        best = max(sampler["jax_batch_sizes"], key=lambda r: r["problems_per_s"])
+        lines.append(
+            f"- sampler ({sampler['device']}): {best['problems_per_s']:,.0f} problems/s at batch {best['batch_size']:,} "
+            f"(goal 1e8 on an H100: {_goal(best['problems_per_s'], 1e8)}); {sampler['in_process_speedup']}x the Python sampler in process"
+        )
+    mfu = _load(directory, "train_mfu.json")
+    if mfu:
+        if mfu["mfu"] is None:
+            mfu_text = "no peak known for this device"
+        else:  # float32 matmuls run on TF32 tensor cores: that peak is the one to meet
+            by = mfu["mfu"]
+            mfu_text = f"{100 * by['tf32']:.1f}% of the TF32 peak (goal 30%: {_goal(by['tf32'], 0.30)}; BF16 {100 * by['bf16']:.1f}%, FP32 {100 * by['fp32']:.1f}%)"
+        lines.append(
+            f"- training step ({mfu['device']}, {mfu['seeds']} seeds x batch {mfu['batch_size']}): {mfu['step_ms']:.1f} ms, "
+            f"{mfu['achieved_tflops']:.1f} TFLOP/s, MFU {mfu_text}; sampling {100 * mfu['sampling_share']:.2f}% of the step "
+            f"(goal under 5%: {_goal(mfu['sampling_share'], 0.05, higher=False)})"
+        )
+    seeds = _load(directory, "train_seeds.json")
+    if seeds:
+        for row in seeds["rows"]:
+            lines.append(
+                f"- N = {row['n']}: vmapped {row['vmapped_seed_steps_per_s']:.1f} seed-steps/s, sequential "
+                f"{row['sequential_seed_steps_per_s']:.1f} ({row['speedup']:.2f}x; whole runs {row['whole_run_s']['speedup']:.2f}x)"
+            )
+    torch_ref = _load(directory, "torch_reference.json")
+    if torch_ref and seeds:
+        top = max(seeds["rows"], key=lambda r: r["n"])
+        ratio = top["vmapped_seed_steps_per_s"] / torch_ref["with_data_seed_steps_per_s"]
+        lines.append(
+            f"- PyTorch reference ({torch_ref['device']}, seed after seed): {torch_ref['with_data_seed_steps_per_s']:.1f} seed-steps/s; "
+            f"JAX at N = {top['n']} is {ratio:.1f}x (goal 10x at N = 64: {_goal(ratio, 10) if top['n'] == 64 else 'N = 64 not run'})"
+        )
+    records = _load(directory, "metrics.jsonl")
+    if records:
+        evals = [r for r in records if r["kind"] == "eval"]
+        done = next((e for e in evals if min(e["exact"]) == 1.0), None)
+        last = evals[-1] if evals else None
+        wall = lambda e: f"{e['wall_s']:.0f} s" if "wall_s" in e else "wall time not logged"  # noqa: E731
+        if done:
+            lines.append(f"- train_small: every seed at 100% exact match at step {done['step']:,}, {wall(done)} of training")
+        elif last:
+            lines.append(
+                f"- train_small: not every seed at 100% by step {last['step']:,} ({wall(last)}); "
+                f"exact match min {min(last['exact']):.3f}, mean {sum(last['exact']) / len(last['exact']):.3f}"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
+        sys.exit("usage: python bench/gpu_summary.py DIR (the extracted gpu_check folder)")
+    print(summary(sys.argv[1]))
