@@ -7,7 +7,8 @@ r"""Short training trials of a config: exact match per seed every few hundred st
 
 For trying recipes quickly (no checkpoints, no logs): the trainer's compiled chunk, then greedy
 evaluation of 512 held-out problems per seed. Two benchmark-only changes to the training step,
-made by replacing ``loss_fn`` / ``sample`` of ``logic_jax.train.step`` before it is traced:
+made by replacing ``loss_fn`` / ``sample`` of ``logic_jax.train.step`` before it is traced
+(its own loss with ``first_token_weight``, a sampler that mixes in chosen cases):
 ``--first_token_weight`` multiplies the loss of the first answer token (the planning
 decision); ``--hard_fraction`` draws that share of every batch, half and half, from the two
 LogOp cases whose proof starts with the rule's second operand (OR with (FALSE, TRUE), AND with
@@ -15,6 +16,7 @@ LogOp cases whose proof starts with the rule's second operand (OR with (FALSE, T
 """
 
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -25,7 +27,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -44,19 +45,6 @@ flags.DEFINE_float("hard_fraction", 0.0, "Share of each batch from the two secon
 F = flags.FLAGS
 
 
-def weighted_loss(first_weight):
-    def loss_fn(params, tokens, answer_mask, forward):
-        logits, _ = forward(params, tokens[:, :-1])
-        targets, mask = tokens[:, 1:], answer_mask[:, 1:].astype(jnp.float32)
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-        first = mask * (jnp.cumsum(mask, axis=1) == 1)
-        n = jnp.maximum(mask.sum(), 1.0)
-        correct = (logits.argmax(-1) == targets).astype(jnp.float32)
-        return (ce * (mask + (first_weight - 1.0) * first)).sum() / n, (correct * mask).sum() / n
-
-    return loss_fn
-
-
 def mixed_sampler(hard_fraction):
     sample = step_lib.sample
     second_operand_cases = (dict(fix_op="or", fix_truth_first=False, fix_truth_second=True), dict(fix_op="and", fix_truth_first=True, fix_truth_second=False))
@@ -73,7 +61,7 @@ def mixed_sampler(hard_fraction):
 
 def main(_):
     if F.first_token_weight != 1.0:
-        step_lib.loss_fn = weighted_loss(F.first_token_weight)
+        step_lib.loss_fn = functools.partial(step_lib.loss_fn, first_token_weight=F.first_token_weight)
     if F.hard_fraction > 0:
         step_lib.sample = mixed_sampler(F.hard_fraction)
     cfg = config_lib.to_dict(F.config)

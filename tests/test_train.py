@@ -186,3 +186,22 @@ def test_workdir_of_another_config(tmp_path):
         trainer.train(tiny_config(num_steps=10, **{"optim.lr": 0.5}), str(tmp_path))
     # Run-length keys may change: a longer run resumes.
     assert trainer.train(tiny_config(num_steps=20, eval_size=16), str(tmp_path)).step == 20
+
+
+def test_first_token_weight_adds_only_the_first_answer_tokens_term():
+    from logic_jax.models import gpt
+    from logic_jax.problem.sampler import sample
+
+    config = tiny_config()
+    model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
+    params = gpt.init_params(jax.random.PRNGKey(0), model_cfg)
+    forward = gpt.make_forward(model_cfg)
+    batch = sample(jax.random.PRNGKey(1), problem_cfg, 16)
+    base, acc = step_lib.loss_fn(params, batch.tokens, batch.answer_mask, forward)
+    weighted, acc3 = step_lib.loss_fn(params, batch.tokens, batch.answer_mask, forward, first_token_weight=3.0)
+    # The first answer token's cross-entropy, computed apart: the logits at ANSWER.
+    logits, _ = forward(params, batch.tokens[:, :-1])
+    logp = jax.nn.log_softmax(logits[np.arange(16), batch.answer_pos], axis=-1)
+    first_ce = -logp[np.arange(16), batch.first_answer].sum() / batch.answer_mask[:, 1:].sum()
+    np.testing.assert_allclose(float(weighted), float(base) + 2.0 * float(first_ce), rtol=1e-5)
+    assert float(acc3) == float(acc)

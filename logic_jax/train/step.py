@@ -46,14 +46,21 @@ def make_mesh(num_members: int, num_devices: int = 0) -> Mesh:
     return jax.make_mesh((n,), (SEED_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
 
 
-def loss_fn(params, tokens, answer_mask, forward):
-    """Teacher-forced next-token cross-entropy on the answer tokens (EOS included)."""
+def loss_fn(params, tokens, answer_mask, forward, first_token_weight: float = 1.0):
+    """Teacher-forced next-token cross-entropy on the answer tokens (EOS included).
+
+    ``first_token_weight`` scales the first answer token's term (the planning decision); the
+    trainer uses 1, bench/train_trials.py tries others.
+    """
     logits, _ = forward(params, tokens[:, :-1])
     targets, mask = tokens[:, 1:], answer_mask[:, 1:].astype(jnp.float32)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     n = jnp.maximum(mask.sum(), 1.0)
     correct = (logits.argmax(-1) == targets).astype(jnp.float32)
-    return (ce * mask).sum() / n, (correct * mask).sum() / n
+    weights = mask
+    if first_token_weight != 1.0:
+        weights = mask + (first_token_weight - 1.0) * mask * (jnp.cumsum(mask, axis=1) == 1)
+    return (ce * weights).sum() / n, (correct * mask).sum() / n
 
 
 def make_step(model_cfg: gpt.GPTConfig, problem_cfg: ProblemConfig, batch_size: int):
