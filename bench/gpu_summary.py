@@ -1,10 +1,11 @@
 r"""The figures of a bench/gpu_check.sh archive against the issues' goals, as Markdown.
 
     tar xzf gpu_check.tgz && python bench/gpu_summary.py gpu_check
+    python bench/gpu_summary.py --best_flags train_mfu.json   # the fastest numerics, as flags
 
-Reads whatever parts ran (status.txt, sampler.json, train_mfu.json, train_seeds.json,
-torch_reference.json, metrics.jsonl of train_small) and prints one line per goal, so that a
-GPU session's numbers go into BENCHMARKS.md without hand arithmetic.
+Reads whatever parts ran (status.txt, sampler.json, train_mfu.json, profile.json,
+train_seeds.json, torch_reference.json, metrics.jsonl of train_small) and prints one line per
+goal, so that a GPU session's numbers go into BENCHMARKS.md without hand arithmetic.
 """
 
 import json
@@ -51,6 +52,17 @@ def summary(directory: str) -> str:
             f"{mfu['achieved_tflops']:.1f} TFLOP/s, MFU {mfu_text}; sampling {100 * mfu['sampling_share']:.2f}% of the step "
             f"(goal under 5%: {_goal(mfu['sampling_share'], 0.05, higher=False)})"
         )
+    for v in (mfu or {}).get("variants", []):
+        overrides = ", ".join(f"{k}={x}" for k, x in v["overrides"].items()) or "as configured"
+        tf32 = f", {100 * v['mfu']['tf32']:.1f}% of the TF32 peak" if v.get("mfu") else ""
+        lines.append(f"  - numerics {v['name']} ({overrides}): {v['step_ms']:.1f} ms, {v['tflops']:.1f} TFLOP/s{tf32}")
+    profile = _load(directory, "profile.json")
+    if profile:
+        shares = ", ".join(f"{k} {100 * c['share']:.0f}%" for k, c in sorted(profile["categories"].items(), key=lambda kv: -kv[1]["share"]) if c["share"] > 0.005)
+        names = "; ".join(f"{t['name'][:60]} {t['ms_per_step']:.2f} ms" for t in profile["top_by_base_name"][:5])
+        lines.append(
+            f"- profile ({profile['reported']}): {profile['reported_ms_per_step']:.1f} ms a step of {profile['step_ms']:.1f} ms wall; {shares}; top: {names}"
+        )
     seeds = _load(directory, "train_seeds.json")
     if seeds:
         for row in seeds["rows"]:
@@ -63,7 +75,9 @@ def summary(directory: str) -> str:
         top = max(seeds["rows"], key=lambda r: r["n"])
         ratio = top["vmapped_seed_steps_per_s"] / torch_ref["with_data_seed_steps_per_s"]
         lines.append(
-            f"- PyTorch reference ({torch_ref['device']}, seed after seed): {torch_ref['with_data_seed_steps_per_s']:.1f} seed-steps/s; "
+            f"- PyTorch reference ({torch_ref['device']}, seed after seed, float32 matmul precision "
+            f"{torch_ref.get('torch_matmul_precision', 'highest')!r}, model dtype {torch_ref.get('model', {}).get('dtype', 'float32')}): "
+            f"{torch_ref['with_data_seed_steps_per_s']:.1f} seed-steps/s; "
             f"JAX at N = {top['n']} is {ratio:.1f}x (goal 10x at N = 64: {_goal(ratio, 10) if top['n'] == 64 else 'N = 64 not run'})"
         )
     records = _load(directory, "metrics.jsonl")
@@ -82,7 +96,18 @@ def summary(directory: str) -> str:
     return "\n".join(lines)
 
 
+def best_flags(mfu_path: str) -> str:
+    """The ``--config.*`` flags of train_mfu's fastest numerics ('' if the config's own are)."""
+    with open(mfu_path) as f:
+        variants = json.load(f).get("variants") or [dict(overrides={}, step_ms=0.0)]
+    best = min(variants, key=lambda v: v["step_ms"])
+    return " ".join(f"--config.{k}={v}" for k, v in best["overrides"].items())
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
-        sys.exit("usage: python bench/gpu_summary.py DIR (the extracted gpu_check folder)")
-    print(summary(sys.argv[1]))
+    if len(sys.argv) == 3 and sys.argv[1] == "--best_flags":
+        print(best_flags(sys.argv[2]))
+    elif len(sys.argv) == 2 and os.path.isdir(sys.argv[1]):
+        print(summary(sys.argv[1]))
+    else:
+        sys.exit("usage: python bench/gpu_summary.py DIR (the extracted gpu_check folder) | --best_flags train_mfu.json")

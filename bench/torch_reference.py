@@ -7,9 +7,11 @@ Benchmark-only (torch is a test extra, never imported by the package). The model
 logic_jax/models/gpt.py: pre-LayerNorm, tanh GELU, learned positions, causal attention
 (``scaled_dot_product_attention``), no key bias, untied unembedding with bias, GPT-2 init;
 training is AdamW (decay on matrices only), warm-up + cosine schedule, global-norm clipping,
-cross-entropy on the answer tokens. Data is what a PyTorch user would write: problems drawn on
-the host by the plain Python sampler (bench/python_sampler.py), padded into a tensor each
-step. Reported: seed-steps/s with the host data pipeline and with pre-drawn batches (model
+cross-entropy on the answer tokens. Numerics follow the config: ``model.matmul_precision``
+becomes ``torch.set_float32_matmul_precision`` (JAX's "default" allows TF32 on a GPU: "high"),
+``model.dtype=bfloat16`` becomes bfloat16 autocast. Data is what a PyTorch user would write:
+problems drawn on the host by the plain Python sampler (bench/python_sampler.py), padded into a
+tensor each step. Reported: seed-steps/s with the host data pipeline and with pre-drawn batches (model
 only), then the JAX side (bench/train_seeds.py in a subprocess, N seeds vmapped) and the ratio.
 """
 
@@ -101,6 +103,19 @@ def batch_of(rng, problem, batch_size):
     return torch.from_numpy(tokens), torch.from_numpy(mask)
 
 
+# The JAX config's numerics in PyTorch terms. JAX's "default" lets a GPU use TF32 for float32
+# matmuls, which is PyTorch's "high"; PyTorch's own default is "highest" (no TF32).
+TORCH_MATMUL_PRECISION = dict(default="high", tensorfloat32="high", high="high", float32="highest", highest="highest", bfloat16="medium")
+
+
+def numerics(model_cfg, device):
+    """Set the float32 matmul precision; return the autocast context of the model's dtype."""
+    precision = model_cfg.get("matmul_precision", "default")
+    torch.set_float32_matmul_precision(TORCH_MATMUL_PRECISION[precision])
+    dtype = model_cfg.get("dtype", "float32")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+
+
 def train_one_seed(seed, config, device, steps, pregenerated=None):
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -126,7 +141,8 @@ def train_one_seed(seed, config, device, steps, pregenerated=None):
             start = time.perf_counter()
         tokens, mask = pregenerated[t % len(pregenerated)] if pregenerated else batch_of(rng, problem, config.batch_size)
         tokens, mask = tokens.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-        logits = model(tokens[:, :-1])
+        with numerics(m, device):
+            logits = model(tokens[:, :-1]).float()
         ce = TF.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="none")
         m_ = mask[:, 1:].reshape(-1).float()
         loss = (ce * m_).sum() / m_.sum().clamp(min=1)
@@ -146,6 +162,8 @@ def main(argv):
     config = F.config
     device = torch.device(F.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = dict(torch=torch.__version__, device=str(device), threads=torch.get_num_threads(), seeds=F.seeds, steps=F.steps, batch_size=config.batch_size, model=config.model.to_dict(), depth=config.problem.depth)
+    numerics(config.model, device)
+    out["torch_matmul_precision"] = torch.get_float32_matmul_precision()
     # With the host data pipeline, seed after seed.
     total, first_last = 0.0, []
     for s in range(F.seeds):

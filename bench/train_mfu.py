@@ -10,6 +10,10 @@ sampling). Model FLOPs per step are counted analytically (matmuls and attention,
 for training; embeddings, LayerNorm and the optimizer not counted) and checked against XLA's
 cost analysis of one step. MFU is given against the device's dense peaks (FP32, TF32, BF16):
 the step runs in float32, which XLA may execute on TF32 tensor cores. Prints one JSON object.
+
+``--variants`` also times the step with other numerics (``VARIANTS``: float32 matmuls with
+TF32 forbidden, TF32 asked for, bfloat16 activations), so one GPU run says which is fastest;
+``best_variant`` gives its ``--config.*`` flags for the runs that follow.
 """
 
 import os
@@ -22,6 +26,7 @@ sys.path.insert(0, REPO)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
+import ml_collections  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -31,9 +36,17 @@ from logic_jax.train import config as config_lib  # noqa: E402
 from logic_jax.train import state as state_lib  # noqa: E402
 from logic_jax.train import step as step_lib  # noqa: E402
 
+# Numerics to compare, as config overrides (the config's own values are the first row).
+VARIANTS = {
+    "fp32": {"model.matmul_precision": "float32"},  # TF32 forbidden: true float32 matmuls
+    "tf32": {"model.matmul_precision": "tensorfloat32"},
+    "bf16": {"model.dtype": "bfloat16"},
+}
+
 config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "small.py"), "The run to measure.")
 flags.DEFINE_integer("steps", 50, "Steps per compiled call.")
 flags.DEFINE_integer("repeats", 3, "Timed calls (the best is kept).")
+flags.DEFINE_list("variants", [], f"Also time the step with these numerics: any of {', '.join(VARIANTS)}.")
 flags.DEFINE_string("out", None, "Also write the JSON here.")
 F = flags.FLAGS
 
@@ -62,6 +75,27 @@ def _best(fn, *args, repeats):
     return best
 
 
+def _with(config, overrides: dict):
+    """A copy of the config with dotted keys set."""
+    config = ml_collections.ConfigDict(config_lib.to_dict(config))
+    config.update_from_flattened_dict(overrides)
+    return config
+
+
+def _time_chunk(config, steps: int, repeats: int) -> float:
+    """Best seconds of one compiled chunk of ``steps`` steps of every seed."""
+    model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
+    mesh = step_lib.make_mesh(config.num_seeds, config.num_devices)
+    program = step_lib.make_train(model_cfg, problem_cfg, config.batch_size, mesh)
+    state = program.init(*state_lib.stack_members(state_lib.members_of(config_lib.to_dict(config))))
+    return _best(lambda s: program.chunk(s, steps)[1]["loss"], state, repeats=repeats)
+
+
+def best_variant(result: dict) -> dict:
+    """The fastest row of ``result["variants"]`` (the config's own row if none is faster)."""
+    return min(result["variants"], key=lambda v: v["step_ms"])
+
+
 def main(argv):
     del argv
     config = F.config
@@ -72,7 +106,7 @@ def main(argv):
     keys, hp = state_lib.stack_members(state_lib.members_of(config_lib.to_dict(config)))
     state = program.init(keys, hp)
 
-    full_s = _best(lambda s: program.chunk(s, steps)[1]["loss"], state, repeats=F.repeats)
+    full_s = _time_chunk(config, steps, F.repeats)
 
     # Sampling alone: the same per-step keys, the batch folded into a checksum.
     def sample_only(state):
@@ -86,6 +120,13 @@ def main(argv):
         return jax.vmap(one)(state.key, state.step)
 
     sample_s = _best(jax.jit(sample_only, in_shardings=(program.sharding,)), state, repeats=F.repeats)
+
+    variants = [dict(name="config", overrides={}, step_ms=1e3 * full_s / steps)]
+    for name in F.variants:
+        if name not in VARIANTS:
+            raise app.UsageError(f"--variants: unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+        variant_s = _time_chunk(_with(config, VARIANTS[name]), steps, F.repeats)
+        variants.append(dict(name=name, overrides=VARIANTS[name], step_ms=1e3 * variant_s / steps))
 
     # The step without sampling: one fixed batch per seed.
     forward = gpt.make_forward(model_cfg)
@@ -139,6 +180,10 @@ def main(argv):
         step_without_sampling_ms=1e3 * nosample_s / steps,
         sampling_share_by_difference=1 - nosample_s / full_s,
     )
+    for v in variants:
+        v["tflops"] = flops_step / (v["step_ms"] / 1e3) / 1e12
+        v["mfu"] = None if peak is None else {k: 1e12 * v["tflops"] / (p * jax.device_count()) for k, p in peak.items()}
+    out["variants"] = variants
     from bench.report import emit
 
     emit(out, F.out)

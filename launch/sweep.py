@@ -7,6 +7,7 @@ wall time, per point); each group of points is a resumable run in DIR/groups/g<k
 """
 
 import os
+import signal
 import sys
 
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
@@ -34,12 +35,14 @@ def main(argv):
     from logic_jax.train import sweep
 
     try:
-        rows = sweep.run_sweep(FLAGS.config, FLAGS.workdir)
+        rows, stopped_by = sweep.run_sweep(FLAGS.config, FLAGS.workdir)
     except (ValueError, FloatingPointError) as e:  # config, workdir, mesh, checkpoint errors; divergence
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(1)
     if jax.process_index() == 0:
         print(sweep.summary_markdown(rows), flush=True)
+    if stopped_by:  # the exit status of a process killed by that signal, so schedulers requeue it
+        sys.exit(128 + signal.Signals[stopped_by].value)
 
 
 if __name__ == "__main__":

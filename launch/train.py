@@ -2,11 +2,14 @@
 
     python launch/train.py --config=configs/tiny_cpu.py --workdir=/tmp/run [--config.KEY=VALUE ...]
 
-Restarting the same command resumes from the newest good checkpoint in --workdir.
+Restarting the same command resumes from the newest good checkpoint in --workdir. SIGTERM or
+Ctrl-C stops after the compiled chunk in flight and saves a checkpoint first (exit status
+128 + the signal's number; a second signal stops at once).
 --multihost calls jax.distributed.initialize() first (one process per host).
 """
 
 import os
+import signal
 import sys
 
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
@@ -42,6 +45,8 @@ def main(argv):
     if result.evals:
         step, metrics = result.evals[-1]
         print(f"step {step}: {evaluate.summary_line(metrics)}; wall time {result.wall_time:.0f}s", flush=True)
+    if result.stopped_by:  # the exit status of a process killed by that signal, so schedulers requeue it
+        sys.exit(128 + signal.Signals[result.stopped_by].value)
 
 
 if __name__ == "__main__":

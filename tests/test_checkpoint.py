@@ -38,14 +38,19 @@ def _committed(workdir):
     return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
 
 
-def test_killed_run_resumes_bitwise(tmp_path):
-    overrides = dict(num_steps=300, checkpoint_every=10, steps_per_call=10)
+def _launch_train(tmp_path, overrides, workdir):
+    """launch/train.py on the tiny config with ``overrides``, in a child process."""
     config_file = write_config_file(tmp_path / "cfg.py", TESTS, **overrides)
-    killed = str(tmp_path / "killed")
-    proc = subprocess.Popen(
-        [sys.executable, os.path.join(REPO, "launch", "train.py"), f"--config={config_file}", f"--workdir={killed}"],
+    return subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "launch", "train.py"), f"--config={config_file}", f"--workdir={workdir}"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
+
+
+def test_killed_run_resumes_bitwise(tmp_path):
+    overrides = dict(num_steps=300, checkpoint_every=10, steps_per_call=10)
+    killed = str(tmp_path / "killed")
+    proc = _launch_train(tmp_path, overrides, killed)
     deadline = time.time() + 240
     while not _committed(killed) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -65,6 +70,29 @@ def test_killed_run_resumes_bitwise(tmp_path):
     # Wall time is summed over the restart: it never goes back, and ends at the run's total.
     walls = [r["wall_s"] for r in records]
     assert walls == sorted(walls) and 0 < walls[0] and walls[-1] <= resumed.wall_time
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_after_the_chunk_with_a_checkpoint(tmp_path, sig):
+    # checkpoint_every is past the end: only the stop can save before step 300.
+    overrides = dict(num_steps=300, checkpoint_every=1000, steps_per_call=10)
+    stopped = str(tmp_path / "stopped")
+    proc = _launch_train(tmp_path, overrides, stopped)
+    log = os.path.join(stopped, "metrics.jsonl")
+    deadline = time.time() + 240
+    while not (os.path.exists(log) and '"train"' in open(log).read()) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=240)
+    err = err.decode()
+    assert proc.returncode == 128 + sig, err[-2000:]
+    steps = _committed(stopped)
+    assert len(steps) == 1 and 10 <= steps[0] < 300 and steps[0] % 10 == 0, steps
+    assert f"{signal.Signals(sig).name}: stopped at step {steps[0]} and saved a checkpoint" in err
+    resumed = trainer.train(tiny_config(**overrides), stopped)
+    reference = trainer.train(tiny_config(**overrides), str(tmp_path / "reference"))
+    assert resumed.stopped_by is None and resumed.step == 300
+    _assert_bitwise(resumed.state, reference.state)
 
 
 def _corrupt_files(directory):

@@ -118,7 +118,14 @@ def test_vmap_over_stacked_params(forward):
 
 @pytest.mark.parametrize(
     "kwargs, field",
-    [(dict(d_model=10, n_heads=3), "d_model"), (dict(n_layers=0), "n_layers"), (dict(d_mlp=2.5), "d_mlp"), (dict(ln_eps=0.0), "ln_eps")],
+    [
+        (dict(d_model=10, n_heads=3), "d_model"),
+        (dict(n_layers=0), "n_layers"),
+        (dict(d_mlp=2.5), "d_mlp"),
+        (dict(ln_eps=0.0), "ln_eps"),
+        (dict(dtype="float16"), "dtype"),
+        (dict(matmul_precision="tf32"), "matmul_precision"),
+    ],
 )
 def test_config_errors_name_the_field(kwargs, field):
     with pytest.raises(gpt.GPTConfigError, match=field):
@@ -134,3 +141,32 @@ def test_from_mapping_rejects_unknown_keys():
 def test_too_long_sequence(params):
     with pytest.raises(ValueError, match="max_len"):
         gpt.make_forward(CFG)(params, jnp.zeros((1, CFG.max_len + 1), jnp.int32))
+
+
+def test_bfloat16_forward_follows_float32(params):
+    """Same float32 parameters: bfloat16 activations, float32 softmax and logits, close outputs."""
+    import dataclasses
+
+    bf16 = dataclasses.replace(CFG, dtype="bfloat16")
+    tokens = _tokens()
+    ref, _ = gpt.make_forward(CFG)(params, tokens)
+    logits, cache = jax.jit(gpt.make_forward(bf16), static_argnames="cache")(params, tokens, cache=gpt.sites(bf16))
+    assert logits.dtype == jnp.float32 and cache["blocks.0.attn.hook_pattern"].dtype == jnp.float32
+    assert cache["blocks.1.hook_resid_post"].dtype == cache["blocks.0.attn.hook_z"].dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(cache["blocks.0.attn.hook_pattern"].sum(-1)), 1.0, rtol=1e-5)
+    scale = float(jnp.abs(ref).max())
+    assert float(jnp.abs(logits - ref).max()) < 0.05 * scale  # bfloat16 has 8 bits of mantissa
+    assert not np.array_equal(np.asarray(logits), np.asarray(ref))  # it did compute in bfloat16
+    grads = jax.grad(lambda p: gpt.make_forward(bf16)(p, tokens)[0].mean())(params)
+    assert all(g.dtype == jnp.float32 and bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("precision, expected", [("default", "DEFAULT"), ("float32", "HIGHEST"), ("tensorfloat32", "HIGH")])
+def test_matmul_precision_reaches_every_matmul_forward_and_backward(params, precision, expected):
+    import dataclasses
+
+    cfg = dataclasses.replace(CFG, matmul_precision=precision)
+    loss = lambda p: gpt.make_forward(cfg)(p, _tokens())[0].mean()  # noqa: E731
+    text = jax.jit(jax.grad(loss)).lower(params).as_text()
+    found = {line.split("precision = [")[1].split(",")[0] for line in text.splitlines() if "dot_general" in line}
+    assert found == {expected}

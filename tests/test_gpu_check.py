@@ -40,6 +40,21 @@ def test_gpu_summary_checks_each_goal(tmp_path):
     assert "not every seed at 100% by step 1,000 (10000 s); exact match min 0.500" in gpu_summary.summary(str(tmp_path))
 
 
+def test_gpu_summary_reads_numerics_and_profile_and_picks_the_fastest(tmp_path):
+    variant = lambda name, overrides, ms: dict(name=name, overrides=overrides, step_ms=ms, tflops=100.0 / ms, mfu=dict(tf32=0.02 / ms))  # noqa: E731
+    variants = [variant("config", {}, 40.0), variant("fp32", {"model.matmul_precision": "float32"}, 45.0), variant("bf16", {"model.dtype": "bfloat16"}, 20.0)]
+    _write(tmp_path, "train_mfu.json", dict(device="H100", seeds=64, batch_size=512, step_ms=40.0, achieved_tflops=2.5, mfu=None, sampling_share=0.01, variants=variants))
+    cats = dict(matmul=dict(share=0.25), fusion=dict(share=0.6), copy_transpose=dict(share=0.15), memset=dict(share=0.0))
+    _write(tmp_path, "profile.json", dict(reported="device", reported_ms_per_step=18.0, step_ms=20.0, categories=cats, top_by_base_name=[dict(name="loop_fusion", ms_per_step=9.0)]))
+    text = gpu_summary.summary(str(tmp_path))
+    assert "numerics bf16 (model.dtype=bfloat16): 20.0 ms" in text and "numerics config (as configured): 40.0 ms" in text
+    assert "profile (device): 18.0 ms a step of 20.0 ms wall; fusion 60%, matmul 25%, copy_transpose 15%; top: loop_fusion 9.00 ms" in text
+    assert gpu_summary.best_flags(str(tmp_path / "train_mfu.json")) == "--config.model.dtype=bfloat16"
+    variants[0]["step_ms"] = 10.0  # the config's own numerics fastest: no flags
+    _write(tmp_path, "train_mfu.json", dict(variants=variants))
+    assert gpu_summary.best_flags(str(tmp_path / "train_mfu.json")) == ""
+
+
 def _run_part(part, out):
     env = dict(os.environ, GPU_CHECK_SMOKE="1", OUT=str(out), TRAIN_WORKDIR=str(out / "train_workdir"))
     proc = subprocess.run(["bash", "bench/gpu_check.sh", part], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
@@ -60,6 +75,16 @@ def test_gpu_check_smoke(tmp_path):
         assert json.loads((results / f"{name}.json").read_text()), name
     assert "jax" in (results / "machine.txt").read_text()
     assert "problems/s at batch" in gpu_summary.summary(str(results))
+
+    results = _run_part("open", tmp_path / "open")
+    status = (results / "status.txt").read_text().splitlines()
+    assert [line.split()[0] for line in status] == ["train_mfu", "numerics", "profile", "torch_reference", "train_seeds", "train_small"]
+    failed = [line for line in status if line.split()[0] != "numerics" and " rc=0 " not in line]
+    assert not failed, "\n".join(failed + [(results / f"{line.split()[0]}.log").read_text()[-2000:] for line in failed])
+    mfu = json.loads((results / "train_mfu.json").read_text())
+    assert [v["name"] for v in mfu["variants"]] == ["config", "fp32", "tf32", "bf16"]
+    assert status[1] == f"numerics {gpu_summary.best_flags(str(results / 'train_mfu.json')) or 'as-configured'}"
+    assert "numerics bf16" in gpu_summary.summary(str(results)) and "- profile (" in gpu_summary.summary(str(results))
 
     results = _run_part("train_small", tmp_path / "train")
     assert (results / "status.txt").read_text().startswith("train_small rc=0 ")

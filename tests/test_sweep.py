@@ -2,8 +2,11 @@
 
 import csv
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import ml_collections
 import numpy as np
@@ -49,7 +52,8 @@ def test_grid_errors_name_the_key():
 
 def test_sweep_trains_groups_and_matches_single_runs(tmp_path):
     c = sweep_config(optim__lr=(3e-3, 1e-2))
-    rows = sweep.run_sweep(c, str(tmp_path))
+    rows, stopped_by = sweep.run_sweep(c, str(tmp_path))
+    assert stopped_by is None
     assert [r["point"] for r in rows] == [0, 1] and {r["group"] for r in rows} == {0}
     assert os.listdir(tmp_path / "groups") == ["g0"]  # both learning rates in one vmap
     with open(tmp_path / "summary.csv") as f:
@@ -76,3 +80,26 @@ def test_launch_sweep_script(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| point |" in out.stdout and os.path.exists(tmp_path / "summary.csv")
+
+
+def test_a_signal_stops_the_sweep_after_the_group_and_a_rerun_finishes_it(tmp_path):
+    # Two groups (two widths); SIGTERM once the first group has logged its first chunk.
+    c = sweep_config(model__d_model=(16, 32))
+    c.num_steps, c.checkpoint_every = 60, 1000
+    log = tmp_path / "groups" / "g0" / "metrics.jsonl"
+
+    def send_when_training():
+        deadline = time.time() + 120
+        while not (log.exists() and '"train"' in log.read_text()) and time.time() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled by the trainer between chunks
+
+    sender = threading.Thread(target=send_when_training)
+    sender.start()
+    rows, stopped_by = sweep.run_sweep(c, str(tmp_path))
+    sender.join()
+    assert stopped_by == "SIGTERM"
+    assert [r["group"] for r in rows] == [0] and 10 <= rows[0]["step"] < 60
+    assert os.listdir(tmp_path / "groups") == ["g0"]  # the second group was not started
+    rows, stopped_by = sweep.run_sweep(c, str(tmp_path))
+    assert stopped_by is None and [(r["group"], r["step"]) for r in rows] == [(0, 60), (1, 60)]

@@ -4,6 +4,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -48,6 +49,14 @@ def test_short_run_improves_the_loss_of_every_seed(eight_on_one):
     first, last = loss[:, :3].mean(1), loss[:, -3:].mean(1)
     assert np.all(last < first - 0.3), (first, last)
     assert np.all(np.isfinite(loss)) and np.all(state.step == 20)
+
+
+def test_bfloat16_activations_train_too():
+    # Mixed precision: bfloat16 activations, float32 parameters and optimizer state.
+    config = tiny_config(num_seeds=2, **{"model.dtype": "bfloat16"})
+    state, loss, _ = _run(config, state_lib.members_of(config), 1, 2)
+    assert all(x.dtype != jnp.bfloat16 for x in jax.tree.leaves(state))
+    assert np.all(np.isfinite(loss)) and np.all(loss[:, -3:].mean(1) < loss[:, :3].mean(1) - 0.3), loss
 
 
 def test_vmapped_seeds_equal_seeds_trained_one_at_a_time(eight_on_one):
@@ -186,6 +195,20 @@ def test_workdir_of_another_config(tmp_path):
         trainer.train(tiny_config(num_steps=10, **{"optim.lr": 0.5}), str(tmp_path))
     # Run-length keys may change: a longer run resumes.
     assert trainer.train(tiny_config(num_steps=20, eval_size=16), str(tmp_path)).step == 20
+    with pytest.raises(trainer.RunMismatchError, match=r"model.dtype: 'float32' -> 'bfloat16'"):
+        trainer.train(tiny_config(num_steps=20, **{"model.dtype": "bfloat16"}), str(tmp_path))
+
+
+def test_a_run_written_before_a_config_key_existed_resumes(tmp_path):
+    # run.json of an older version lacks model.dtype and model.matmul_precision: they count as
+    # their defaults, and the run resumes.
+    trainer.train(tiny_config(num_steps=10), str(tmp_path))
+    path = tmp_path / "run.json"
+    run = json.loads(path.read_text())
+    for key in ("dtype", "matmul_precision"):
+        del run["config"]["model"][key]
+    path.write_text(json.dumps(run))
+    assert trainer.train(tiny_config(num_steps=20), str(tmp_path)).step == 20
 
 
 def test_first_token_weight_adds_only_the_first_answer_tokens_term():

@@ -32,6 +32,12 @@ Array = jax.Array
 Params = dict  # nested dict of arrays, as nnx.to_pure_dict gives
 
 
+DTYPES = ("float32", "bfloat16")
+# jax.default_matmul_precision's names. On GPUs "default" lets XLA use TF32 tensor cores for
+# float32; "float32" forbids it; on CPUs all are float32.
+MATMUL_PRECISIONS = ("default", "tensorfloat32", "float32", "bfloat16", "high", "highest")
+
+
 class GPTConfigError(ValueError):
     """A model config that cannot be built; the message names the field."""
 
@@ -48,6 +54,10 @@ class GPTConfig:
     d_mlp: int = 384
     ln_eps: float = 1e-5
     init_std: float = 0.02  # GPT-2's normal init
+    # Numerics of the forward. Parameters stay float32; with dtype "bfloat16" activations and
+    # matmul inputs are bfloat16 (LayerNorm statistics, softmax and logits in float32).
+    dtype: str = "float32"
+    matmul_precision: str = "default"  # jax.default_matmul_precision for float32 matmuls
 
     def __post_init__(self):
         for name in ("vocab_size", "max_len", "n_layers", "n_heads", "d_model", "d_mlp"):
@@ -60,6 +70,10 @@ class GPTConfig:
             )
         if not self.ln_eps > 0:
             raise GPTConfigError(f"model config field 'ln_eps': must be > 0, got {self.ln_eps!r}")
+        if self.dtype not in DTYPES:
+            raise GPTConfigError(f"model config field 'dtype': must be one of {DTYPES}, got {self.dtype!r}")
+        if self.matmul_precision not in MATMUL_PRECISIONS:
+            raise GPTConfigError(f"model config field 'matmul_precision': must be one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}")
 
     @property
     def d_head(self) -> int:
@@ -83,6 +97,15 @@ def _no_hooks(name: str, x: Array) -> Array:
     return x
 
 
+def _cast(param: nnx.Param, dtype: str) -> Array:
+    return param[...].astype(dtype)
+
+
+def _layer_norm(cfg: GPTConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    # Statistics in float32 whatever the dtype (flax's default); float32 scale and bias.
+    return nnx.LayerNorm(cfg.d_model, epsilon=cfg.ln_eps, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.float32, rngs=rngs)
+
+
 def _normal(cfg: GPTConfig, std: float | None = None):
     return nnx.initializers.normal(cfg.init_std if std is None else std)
 
@@ -104,20 +127,22 @@ class Attention(nnx.Module):
         self.b_O = nnx.Param(jnp.zeros((d,)))
         self.layer = layer
         self.scale = 1.0 / math.sqrt(e)
+        self.dtype = cfg.dtype
 
     def __call__(self, x: Array, hooks) -> Array:
         site = functools.partial(block_site, self.layer)
-        q = hooks(site("hook_q"), jnp.einsum("bpd,dhe->bphe", x, self.W_Q[...]) + self.b_Q[...])
-        k = hooks(site("hook_k"), jnp.einsum("bpd,dhe->bphe", x, self.W_K[...]))
-        v = hooks(site("hook_v"), jnp.einsum("bpd,dhe->bphe", x, self.W_V[...]) + self.b_V[...])
+        w = functools.partial(_cast, dtype=self.dtype)
+        q = hooks(site("hook_q"), jnp.einsum("bpd,dhe->bphe", x, w(self.W_Q)) + w(self.b_Q))
+        k = hooks(site("hook_k"), jnp.einsum("bpd,dhe->bphe", x, w(self.W_K)))
+        v = hooks(site("hook_v"), jnp.einsum("bpd,dhe->bphe", x, w(self.W_V)) + w(self.b_V))
         scores = jnp.einsum("bqhe,bkhe->bhqk", q, k) * self.scale
         n = x.shape[1]
         causal = jnp.tril(jnp.ones((n, n), bool))
         # A finite fill (not -inf) keeps cached scores usable in means and plots.
         scores = hooks(site("hook_attn_scores"), jnp.where(causal, scores, jnp.asarray(-1e9, scores.dtype)))
-        pattern = hooks(site("hook_pattern"), jax.nn.softmax(scores, axis=-1))
-        z = hooks(site("hook_z"), jnp.einsum("bhqk,bkhe->bqhe", pattern, v))
-        return jnp.einsum("bqhe,hed->bqd", z, self.W_O[...]) + self.b_O[...]
+        pattern = hooks(site("hook_pattern"), jax.nn.softmax(scores.astype(jnp.float32), axis=-1))
+        z = hooks(site("hook_z"), jnp.einsum("bhqk,bkhe->bqhe", pattern.astype(self.dtype), v))
+        return jnp.einsum("bqhe,hed->bqd", z, w(self.W_O)) + w(self.b_O)
 
 
 class MLP(nnx.Module):
@@ -127,17 +152,19 @@ class MLP(nnx.Module):
         out_std = cfg.init_std / math.sqrt(2 * cfg.n_layers)
         self.W_out = nnx.Param(_normal(cfg, out_std)(rngs.params(), (cfg.d_mlp, cfg.d_model)))
         self.b_out = nnx.Param(jnp.zeros((cfg.d_model,)))
+        self.dtype = cfg.dtype
 
     def __call__(self, x: Array) -> Array:
+        w = functools.partial(_cast, dtype=self.dtype)
         # tanh GELU, as GPT-2.
-        return jax.nn.gelu(x @ self.W_in[...] + self.b_in[...], approximate=True) @ self.W_out[...] + self.b_out[...]
+        return jax.nn.gelu(x @ w(self.W_in) + w(self.b_in), approximate=True) @ w(self.W_out) + w(self.b_out)
 
 
 class Block(nnx.Module):
     def __init__(self, cfg: GPTConfig, layer: int, *, rngs: nnx.Rngs):
-        self.ln1 = nnx.LayerNorm(cfg.d_model, epsilon=cfg.ln_eps, rngs=rngs)
+        self.ln1 = _layer_norm(cfg, rngs)
         self.attn = Attention(cfg, layer, rngs=rngs)
-        self.ln2 = nnx.LayerNorm(cfg.d_model, epsilon=cfg.ln_eps, rngs=rngs)
+        self.ln2 = _layer_norm(cfg, rngs)
         self.mlp = MLP(cfg, rngs=rngs)
         self.layer = layer
 
@@ -155,7 +182,7 @@ class GPT(nnx.Module):
         self.W_pos = nnx.Param(_normal(cfg, 0.01)(rngs.params(), (cfg.max_len, cfg.d_model)))
         # A Python loop over layers, so every site has its own name.
         self.blocks = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.n_layers)])
-        self.ln_final = nnx.LayerNorm(cfg.d_model, epsilon=cfg.ln_eps, rngs=rngs)
+        self.ln_final = _layer_norm(cfg, rngs)
         self.W_U = nnx.Param(_normal(cfg)(rngs.params(), (cfg.d_model, cfg.vocab_size)))
         self.b_U = nnx.Param(jnp.zeros((cfg.vocab_size,)))
 
@@ -165,12 +192,15 @@ class GPT(nnx.Module):
         length = tokens.shape[-1]
         if length > self.cfg.max_len:
             raise ValueError(f"sequence length {length} exceeds the model's max_len={self.cfg.max_len}")
-        embed = hooks("hook_embed", self.W_E[...][tokens])
-        pos = hooks("hook_pos_embed", jnp.broadcast_to(self.W_pos[...][:length], embed.shape))
-        x = embed + pos
-        for block in self.blocks:
-            x = block(x, hooks)
-        return self.ln_final(x) @ self.W_U[...] + self.b_U[...]
+        w = functools.partial(_cast, dtype=self.cfg.dtype)
+        # Read while tracing: the backward pass keeps each matmul's precision.
+        with jax.default_matmul_precision(self.cfg.matmul_precision):
+            embed = hooks("hook_embed", w(self.W_E)[tokens])
+            pos = hooks("hook_pos_embed", jnp.broadcast_to(w(self.W_pos)[:length], embed.shape))
+            x = embed + pos
+            for block in self.blocks:
+                x = block(x, hooks)
+            return (self.ln_final(x) @ w(self.W_U) + w(self.b_U)).astype(jnp.float32)
 
 
 # --- The functional form ---------------------------------------------------------------------

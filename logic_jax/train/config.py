@@ -38,7 +38,6 @@ RUN_LENGTH_KEYS = (
 )
 
 OPTIM_KEYS = ("lr", "warmup_steps", "decay_steps", "end_lr_frac", "weight_decay", "b1", "b2", "eps", "clip_norm")
-MODEL_KEYS = ("n_layers", "n_heads", "d_model", "d_mlp", "ln_eps", "init_std")
 
 
 def _placeholder(field: dataclasses.Field):
@@ -62,7 +61,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.num_devices = 0  # devices of the seed mesh; 0: all (num_seeds must be a multiple)
     c.progress = True  # tqdm progress bar
-    c.model = ml_collections.ConfigDict(dict(n_layers=3, n_heads=3, d_model=96, d_mlp=384, ln_eps=1e-5, init_std=0.02))
+    # dtype "bfloat16": bfloat16 activations (float32 parameters and optimizer); matmul_precision:
+    # jax.default_matmul_precision of the float32 matmuls (GPU "default" may use TF32).
+    c.model = ml_collections.ConfigDict(
+        dict(n_layers=3, n_heads=3, d_model=96, d_mlp=384, ln_eps=1e-5, init_std=0.02, dtype="float32", matmul_precision="default")
+    )
     # None defaults become typed placeholders, so --config.problem.fix_op=or can set them.
     c.problem = ml_collections.ConfigDict({f.name: _placeholder(f) for f in dataclasses.fields(ProblemConfig)})
     # AdamW; linear warm-up to lr, cosine decay to lr * end_lr_frac at decay_steps, then flat.
@@ -137,7 +140,12 @@ def model_config(config) -> GPTConfig:
 
 
 def differences(saved: Mapping[str, Any], new: Mapping[str, Any], ignore=RUN_LENGTH_KEYS) -> list[str]:
-    """Keys whose values differ (or exist in one only), run-length keys ignored."""
-    a, b = flatten(to_dict(saved)), flatten(to_dict(new))
+    """Keys whose values differ (or exist in one only), run-length keys ignored.
+
+    A key that one side lacks but the base config has counts as its default there: a run
+    written before the key existed computed what the default computes.
+    """
+    base = flatten(to_dict(base_config()))
+    a, b = {**base, **flatten(to_dict(saved))}, {**base, **flatten(to_dict(new))}
     keys = sorted((set(a) | set(b)) - set(ignore))
     return [f"{k}: {a.get(k, '<missing>')!r} -> {b.get(k, '<missing>')!r}" for k in keys if a.get(k, "<missing>") != b.get(k, "<missing>")]

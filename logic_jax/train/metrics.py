@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Sequence
 
 import jax
@@ -100,6 +101,15 @@ class RunLog:
         self.writer.add_scalar("eval/exact_min", min(m["exact"] for m in metrics), step)
         if self.bar is not None:
             self.bar.set_postfix(exact_min=f"{min(m['exact'] for m in metrics):.3f}", refresh=False)
+
+    def message(self, text: str) -> None:
+        """A line on stderr that does not break the progress bar."""
+        if not self.active:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -105,12 +105,16 @@ def steps_to_perfect(evals: list, member: int) -> int | None:
     return None
 
 
-def run_sweep(config, workdir: str) -> list[dict]:
-    """Train every group (resuming finished or partial ones) and write the summary tables."""
+def run_sweep(config, workdir: str) -> tuple[list[dict], str | None]:
+    """Train every group (resuming finished or partial ones) and write the summary tables.
+
+    Returns the rows and the signal that stopped a group early (None if none did): then the
+    groups after it are not started, and rerunning the sweep resumes.
+    """
     config_lib.check(config, extra_keys=("sweep",))
     pts = points(config)
     check_sweep_workdir(workdir, config)
-    rows = []
+    rows, stopped_by = [], None
     all_groups = groups(pts)
     for g, group in enumerate(all_groups):
         members, owner = [], []
@@ -139,9 +143,12 @@ def run_sweep(config, workdir: str) -> list[dict]:
                     wall_time_s=round(result.wall_time, 1),
                 )
             )
+        if result.stopped_by:
+            stopped_by = result.stopped_by
+            break
     rows.sort(key=lambda r: r["point"])
     write_summary(rows, workdir)
-    return rows
+    return rows, stopped_by
 
 
 def _cell(v) -> str:

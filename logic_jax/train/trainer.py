@@ -4,7 +4,8 @@
 the devices of a 1-D mesh. The loop works in chunks whose ends are absolute step numbers
 (multiples of ``steps_per_call``, ``checkpoint_every`` and ``eval_every``, and
 ``num_steps``), so a run resumed from any checkpoint runs the same compiled chunks on the
-same data as an uninterrupted one: on the CPU the final parameters are bitwise equal.
+same data as an uninterrupted one: on the CPU the final parameters are bitwise equal. SIGTERM
+or Ctrl-C ends the loop after the chunk in flight, with a checkpoint (``preemption.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from logic_jax.train import config as config_lib
 from logic_jax.train import evaluate as evaluate_lib
 from logic_jax.train.checkpoint import Checkpointer, CheckpointError
 from logic_jax.train.metrics import RunLog
+from logic_jax.train.preemption import StopRequest
 from logic_jax.train.state import Member, members_of, stack_members
 from logic_jax.train.step import make_mesh, make_train, to_host
 
@@ -46,6 +48,7 @@ class TrainResult:
     evals: list  # [(step, [metrics per member])]
     wall_time: float  # seconds, summed over restarts
     members: list
+    stopped_by: str | None = None  # the signal that stopped the run early (SIGTERM, SIGINT), saved at `step`
 
 
 def run_info(config, members: Sequence[Member]) -> dict:
@@ -152,35 +155,40 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
     evaluate = evaluate_lib.make_evaluate(model_cfg, problem_cfg.context_len, mesh, batch=min(config["eval_size"], 1024))
     problems = evaluate_lib.fresh_problems(eval_key(config), problem_cfg, config["eval_size"])
     log = RunLog(workdir, step, config["num_steps"], progress=config["progress"], desc=desc)
-    try:
-        while step < config["num_steps"]:
-            n = chunk_end(step, config) - step
-            t0 = time.time()
-            state, out = program.chunk(state, n)
-            out = to_host(out)  # waits for the chunk
-            check_finite(out["loss"], step, members, last_saved)
-            step += n
-            log.train(step, out["loss"][:, -1], out["token_acc"][:, -1], n, time.time() - t0, wall_time())
-            if (config["eval_every"] and step % config["eval_every"] == 0) or step == config["num_steps"]:
-                result = evaluate(state.params, problems)
-                evals.append((step, result))
-                log.eval(step, result, wall_time())
-            if step % config["checkpoint_every"] == 0 or step == config["num_steps"]:
-                saved = dict(
-                    step=step,
-                    loss=out["loss"][:, -1].tolist(),
-                    evals=[dict(step=s, metrics=m) for s, m in evals],
-                    wall_time=wall_time(),
-                )
-                ckpt.save(step, state, info, json.loads(json.dumps(saved, default=float)))
-                last_saved = step
-        ckpt.wait()
-    finally:
-        # A pending async save of a good state is completed before any error propagates.
-        ckpt.wait()
-        ckpt.close()
-        log.close()
-    return TrainResult(state=state, step=step, evals=evals, wall_time=wall_time(), members=members)
+    with StopRequest() as stop:
+        try:
+            while step < config["num_steps"]:
+                n = chunk_end(step, config) - step
+                t0 = time.time()
+                state, out = program.chunk(state, n)
+                out = to_host(out)  # waits for the chunk
+                check_finite(out["loss"], step, members, last_saved)
+                step += n
+                log.train(step, out["loss"][:, -1], out["token_acc"][:, -1], n, time.time() - t0, wall_time())
+                if (config["eval_every"] and step % config["eval_every"] == 0) or step == config["num_steps"]:
+                    result = evaluate(state.params, problems)
+                    evals.append((step, result))
+                    log.eval(step, result, wall_time())
+                stopping = stop.requested()
+                if stopping or step % config["checkpoint_every"] == 0 or step == config["num_steps"]:
+                    saved = dict(
+                        step=step,
+                        loss=out["loss"][:, -1].tolist(),
+                        evals=[dict(step=s, metrics=m) for s, m in evals],
+                        wall_time=wall_time(),
+                    )
+                    ckpt.save(step, state, info, json.loads(json.dumps(saved, default=float)))
+                    last_saved = step
+                if stopping:
+                    log.message(f"{stop.name}: stopped at step {step} and saved a checkpoint; rerun the same command to resume")
+                    break
+            ckpt.wait()
+        finally:
+            # A pending async save of a good state is completed before any error propagates.
+            ckpt.wait()
+            ckpt.close()
+            log.close()
+    return TrainResult(state=state, step=step, evals=evals, wall_time=wall_time(), members=members, stopped_by=stop.name)
 
 
 def latest_metrics(workdir: str) -> dict:

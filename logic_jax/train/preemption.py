@@ -1,0 +1,76 @@
+"""Stop a run cleanly when it is told to: the chunk in flight ends, a checkpoint is saved, and
+the run returns, so that rerunning the same command resumes from that step.
+
+Schedulers (Slurm, Kubernetes, preemptible cloud VMs, ``timeout``) send SIGTERM some seconds
+before they kill a job; a user presses Ctrl-C (SIGINT). Without this, the work since the
+last periodic checkpoint is lost. A second signal of the same kind stops at once, as usual.
+
+On several hosts the hosts must agree on the step at which they all save: JAX's preemption
+service (started by ``jax.distributed.initialize``) catches SIGTERM there, and
+``reached_preemption_sync_point`` says when every host has reached that step.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+import jax
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopRequest:
+    """``with StopRequest() as stop: ... if stop.requested(): save and return``."""
+
+    def __init__(self, signals=SIGNALS):
+        self.signals = tuple(signals)
+        self.signal: int | None = None  # the signal received, if any
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.signal == signum:  # the second time: the usual behaviour, at once
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+            return
+        self.signal = signum
+        print(
+            f"received {signal.Signals(signum).name}: stopping after the current chunk and saving a checkpoint "
+            f"(send it again to stop at once, without saving)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __enter__(self) -> "StopRequest":
+        # Handlers can only be set from the main thread. With several hosts none is set: JAX's
+        # own SIGTERM handler starts the hosts' agreement on a step, and Ctrl-C stays Ctrl-C.
+        self._calls = 0
+        if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
+            for s in self.signals:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+    def requested(self) -> bool:
+        """True once a stop was asked for; call it after every chunk (on every host)."""
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            # The sync point counts calls, which must be consecutive integers: every host
+            # runs the same chunks, so its call count is the same.
+            self._calls += 1
+            try:
+                if multihost_utils.reached_preemption_sync_point(self._calls):
+                    self.signal = signal.SIGTERM
+            except RuntimeError:  # the preemption service is off
+                pass
+        return self.signal is not None
+
+    @property
+    def name(self) -> str | None:
+        return None if self.signal is None else signal.Signals(self.signal).name
