@@ -44,7 +44,7 @@ def summary(directory: str) -> str:
     if mfu:
         if mfu["mfu"] is None:
             mfu_text = "no peak known for this device"
-        else:  # float32 matmuls run on TF32 tensor cores: that peak is the one to meet
+        else:  # float32 matmuls may run on TF32 tensor cores: that peak is the one to meet (BF16's for bfloat16 numerics)
             by = mfu["mfu"]
             mfu_text = f"{100 * by['tf32']:.1f}% of the TF32 peak (goal 30%: {_goal(by['tf32'], 0.30)}; BF16 {100 * by['bf16']:.1f}%, FP32 {100 * by['fp32']:.1f}%)"
         lines.append(
@@ -54,6 +54,9 @@ def summary(directory: str) -> str:
         )
     for v in (mfu or {}).get("variants", []):
         overrides = ", ".join(f"{k}={x}" for k, x in v["overrides"].items()) or "as configured"
+        if "error" in v:
+            lines.append(f"  - numerics {v['name']} ({overrides}): failed, {v['error'][:120]}")
+            continue
         tf32 = f", {100 * v['mfu']['tf32']:.1f}% of the TF32 peak" if v.get("mfu") else ""
         lines.append(f"  - numerics {v['name']} ({overrides}): {v['step_ms']:.1f} ms, {v['tflops']:.1f} TFLOP/s{tf32}")
     profile = _load(directory, "profile.json")
@@ -70,13 +73,22 @@ def summary(directory: str) -> str:
                 f"- N = {row['n']}: vmapped {row['vmapped_seed_steps_per_s']:.1f} seed-steps/s, sequential "
                 f"{row['sequential_seed_steps_per_s']:.1f} ({row['speedup']:.2f}x; whole runs {row['whole_run_s']['speedup']:.2f}x)"
             )
+        top = max(seeds["rows"], key=lambda r: r["n"])
+        if mfu and mfu.get("mfu") and mfu.get("model_flops_per_step"):
+            # Model FLOPs do not depend on the numerics: train_mfu's per seed-step count holds here.
+            tflops = top["vmapped_seed_steps_per_s"] * mfu["model_flops_per_step"] / mfu["seeds"] / 1e12
+            tf32, bf16 = (tflops * mfu["mfu"][k] / mfu["achieved_tflops"] for k in ("tf32", "bf16"))  # mfu = achieved / peak
+            lines.append(
+                f"- MFU at N = {top['n']} ({top['n']} seeds vmapped, numerics of train_seeds): {tflops:.1f} TFLOP/s, "
+                f"{100 * tf32:.1f}% of the TF32 peak (goal 30%: {_goal(tf32, 0.30)}), {100 * bf16:.1f}% of the BF16 peak"
+            )
     torch_ref = _load(directory, "torch_reference.json")
     if torch_ref and seeds:
         top = max(seeds["rows"], key=lambda r: r["n"])
         ratio = top["vmapped_seed_steps_per_s"] / torch_ref["with_data_seed_steps_per_s"]
         lines.append(
             f"- PyTorch reference ({torch_ref['device']}, seed after seed, float32 matmul precision "
-            f"{torch_ref.get('torch_matmul_precision', 'highest')!r}, model dtype {torch_ref.get('model', {}).get('dtype', 'float32')}): "
+            f"{torch_ref.get('torch_matmul_precision', 'highest')!r}, bfloat16 autocast {torch_ref.get('torch_autocast_bf16', False)}): "
             f"{torch_ref['with_data_seed_steps_per_s']:.1f} seed-steps/s; "
             f"JAX at N = {top['n']} is {ratio:.1f}x (goal 10x at N = 64: {_goal(ratio, 10) if top['n'] == 64 else 'N = 64 not run'})"
         )
@@ -100,7 +112,7 @@ def best_flags(mfu_path: str) -> str:
     """The ``--config.*`` flags of train_mfu's fastest numerics ('' if the config's own are)."""
     with open(mfu_path) as f:
         variants = json.load(f).get("variants") or [dict(overrides={}, step_ms=0.0)]
-    best = min(variants, key=lambda v: v["step_ms"])
+    best = min((v for v in variants if "step_ms" in v), key=lambda v: v["step_ms"])
     return " ".join(f"--config.{k}={v}" for k, v in best["overrides"].items())
 
 

@@ -9,10 +9,11 @@ logic_jax/models/gpt.py: pre-LayerNorm, tanh GELU, learned positions, causal att
 training is AdamW (decay on matrices only), warm-up + cosine schedule, global-norm clipping,
 cross-entropy on the answer tokens. Numerics follow the config: ``model.matmul_precision``
 becomes ``torch.set_float32_matmul_precision`` (JAX's "default" allows TF32 on a GPU: "high"),
-``model.dtype=bfloat16`` becomes bfloat16 autocast. Data is what a PyTorch user would write:
-problems drawn on the host by the plain Python sampler (bench/python_sampler.py), padded into a
-tensor each step. Reported: seed-steps/s with the host data pipeline and with pre-drawn batches (model
-only), then the JAX side (bench/train_seeds.py in a subprocess, N seeds vmapped) and the ratio.
+``model.dtype=bfloat16`` and bfloat16 matmuls become bfloat16 autocast. Data is what a PyTorch
+user would write: problems drawn on the host by the plain Python sampler
+(bench/python_sampler.py), padded into a tensor each step. Reported: seed-steps/s with the host
+data pipeline and with pre-drawn batches (model only), then the JAX side (bench/train_seeds.py
+in a subprocess, N seeds vmapped) and the ratio.
 """
 
 import json
@@ -104,16 +105,23 @@ def batch_of(rng, problem, batch_size):
 
 
 # The JAX config's numerics in PyTorch terms. JAX's "default" lets a GPU use TF32 for float32
-# matmuls, which is PyTorch's "high"; PyTorch's own default is "highest" (no TF32).
-TORCH_MATMUL_PRECISION = dict(default="high", tensorfloat32="high", high="high", float32="highest", highest="highest", bfloat16="medium")
+# matmuls, which is PyTorch's "high"; PyTorch's own default is "highest" (no TF32). bfloat16
+# matmuls on float32 activations have no float32-precision name in PyTorch: autocast does them.
+TORCH_MATMUL_PRECISION = dict(default="high", tensorfloat32="high", high="high", TF32_TF32_F32="high", float32="highest", highest="highest", F32_F32_F32="highest")
+BF16_MATMULS = ("bfloat16", "BF16_BF16_F32")
+
+
+def bf16_autocast(model_cfg) -> bool:
+    return model_cfg.get("dtype", "float32") == "bfloat16" or model_cfg.get("matmul_precision", "default") in BF16_MATMULS
 
 
 def numerics(model_cfg, device):
-    """Set the float32 matmul precision; return the autocast context of the model's dtype."""
+    """Set the float32 matmul precision; return the autocast context of the model's numerics."""
     precision = model_cfg.get("matmul_precision", "default")
-    torch.set_float32_matmul_precision(TORCH_MATMUL_PRECISION[precision])
-    dtype = model_cfg.get("dtype", "float32")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+    if precision not in TORCH_MATMUL_PRECISION and precision not in BF16_MATMULS:
+        raise ValueError(f"config key 'model.matmul_precision': no PyTorch equivalent for {precision!r}")
+    torch.set_float32_matmul_precision(TORCH_MATMUL_PRECISION.get(precision, "highest"))
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast(model_cfg))
 
 
 def train_one_seed(seed, config, device, steps, pregenerated=None):
@@ -163,6 +171,7 @@ def main(argv):
     device = torch.device(F.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = dict(torch=torch.__version__, device=str(device), threads=torch.get_num_threads(), seeds=F.seeds, steps=F.steps, batch_size=config.batch_size, model=config.model.to_dict(), depth=config.problem.depth)
     numerics(config.model, device)
+    out["torch_autocast_bf16"] = bf16_autocast(config.model)
     out["torch_matmul_precision"] = torch.get_float32_matmul_precision()
     # With the host data pipeline, seed after seed.
     total, first_last = 0.0, []

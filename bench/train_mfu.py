@@ -8,12 +8,13 @@ and two variants built from the same pieces: the sampling alone (the same keys, 
 reduced to a checksum so XLA keeps it) and the step on one fixed pre-sampled batch (no
 sampling). Model FLOPs per step are counted analytically (matmuls and attention, forward x 3
 for training; embeddings, LayerNorm and the optimizer not counted) and checked against XLA's
-cost analysis of one step. MFU is given against the device's dense peaks (FP32, TF32, BF16):
-the step runs in float32, which XLA may execute on TF32 tensor cores. Prints one JSON object.
+cost analysis of one step. MFU is given against the device's dense peaks (FP32, TF32, BF16);
+the step runs with the config's numerics (``model.dtype``, ``model.matmul_precision``: by
+default float32, which XLA may run on TF32 tensor cores). Prints one JSON object.
 
 ``--variants`` also times the step with other numerics (``VARIANTS``: float32 matmuls with
-TF32 forbidden, TF32 asked for, bfloat16 activations), so one GPU run says which is fastest;
-``best_variant`` gives its ``--config.*`` flags for the runs that follow.
+TF32 forbidden, TF32 or bfloat16 matmuls asked for by name, bfloat16 activations), so one GPU
+run says which is fastest; a variant that fails (TF32 on a CPU) is reported with its error.
 """
 
 import os
@@ -25,8 +26,8 @@ sys.path.insert(0, REPO)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import optax  # noqa: E402
 import ml_collections  # noqa: E402
+import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -39,8 +40,9 @@ from logic_jax.train import step as step_lib  # noqa: E402
 # Numerics to compare, as config overrides (the config's own values are the first row).
 VARIANTS = {
     "fp32": {"model.matmul_precision": "float32"},  # TF32 forbidden: true float32 matmuls
-    "tf32": {"model.matmul_precision": "tensorfloat32"},
-    "bf16": {"model.dtype": "bfloat16"},
+    "tf32": {"model.matmul_precision": "TF32_TF32_F32"},  # TF32 tensor cores, asked for by name
+    "bf16mm": {"model.matmul_precision": "BF16_BF16_F32"},  # bfloat16 tensor cores, float32 activations
+    "bf16": {"model.dtype": "bfloat16"},  # bfloat16 activations and matmuls
 }
 
 config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "small.py"), "The run to measure.")
@@ -91,11 +93,6 @@ def _time_chunk(config, steps: int, repeats: int) -> float:
     return _best(lambda s: program.chunk(s, steps)[1]["loss"], state, repeats=repeats)
 
 
-def best_variant(result: dict) -> dict:
-    """The fastest row of ``result["variants"]`` (the config's own row if none is faster)."""
-    return min(result["variants"], key=lambda v: v["step_ms"])
-
-
 def main(argv):
     del argv
     config = F.config
@@ -125,7 +122,11 @@ def main(argv):
     for name in F.variants:
         if name not in VARIANTS:
             raise app.UsageError(f"--variants: unknown variant {name!r}; known: {', '.join(VARIANTS)}")
-        variant_s = _time_chunk(_with(config, VARIANTS[name]), steps, F.repeats)
+        try:
+            variant_s = _time_chunk(_with(config, VARIANTS[name]), steps, F.repeats)
+        except Exception as e:  # noqa: BLE001 - e.g. TF32 does not compile on CPUs; the others still count
+            variants.append(dict(name=name, overrides=VARIANTS[name], error=f"{type(e).__name__}: {str(e)[:300]}"))
+            continue
         variants.append(dict(name=name, overrides=VARIANTS[name], step_ms=1e3 * variant_s / steps))
 
     # The step without sampling: one fixed batch per seed.
@@ -180,7 +181,7 @@ def main(argv):
         step_without_sampling_ms=1e3 * nosample_s / steps,
         sampling_share_by_difference=1 - nosample_s / full_s,
     )
-    for v in variants:
+    for v in (v for v in variants if "step_ms" in v):
         v["tflops"] = flops_step / (v["step_ms"] / 1e3) / 1e12
         v["mfu"] = None if peak is None else {k: 1e12 * v["tflops"] / (p * jax.device_count()) for k, p in peak.items()}
     out["variants"] = variants

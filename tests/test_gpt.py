@@ -170,3 +170,12 @@ def test_matmul_precision_reaches_every_matmul_forward_and_backward(params, prec
     text = jax.jit(jax.grad(loss)).lower(params).as_text()
     found = {line.split("precision = [")[1].split(",")[0] for line in text.splitlines() if "dot_general" in line}
     assert found == {expected}
+
+
+def test_a_named_matmul_algorithm_reaches_every_matmul(params):
+    import dataclasses
+
+    cfg = dataclasses.replace(CFG, matmul_precision="BF16_BF16_F32")
+    loss = lambda p: gpt.make_forward(cfg)(p, _tokens())[0].mean()  # noqa: E731
+    dots = [line for line in jax.jit(jax.grad(loss)).lower(params).as_text().splitlines() if "dot_general" in line]
+    assert dots and all("lhs_precision_type = bf16, rhs_precision_type = bf16, accumulation_type = f32" in d for d in dots)

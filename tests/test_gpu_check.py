@@ -29,12 +29,14 @@ def test_gpu_summary_checks_each_goal(tmp_path):
     _write(tmp_path, "train_seeds.json", dict(rows=[row(1, 40.0), row(64, 900.0)]))
     _write(tmp_path, "torch_reference.json", dict(device="cuda", with_data_seed_steps_per_s=100.0))
     _write(tmp_path, "train_mfu.json", dict(device="NVIDIA H100", seeds=64, batch_size=512, step_ms=80.0, achieved_tflops=120.0,
-                                            mfu=dict(fp32=1.8, tf32=0.25, bf16=0.12), sampling_share=0.01))
+                                            model_flops_per_step=9.6e12, mfu=dict(fp32=1.8, tf32=0.24, bf16=0.12), sampling_share=0.01))
     evals = [dict(kind="eval", step=s, wall_s=10.0 * s, exact=e) for s, e in ((1000, [0.5, 1.0]), (2000, [1.0, 1.0]), (3000, [1.0, 0.99]))]
     _write(tmp_path, "metrics.jsonl", [dict(kind="train", step=1000, wall_s=9.0)] + evals)
     text = gpu_summary.summary(str(tmp_path))
     assert "JAX at N = 64 is 9.0x (goal 10x at N = 64: not met)" in text
-    assert "25.0% of the TF32 peak (goal 30%: not met" in text and "sampling 1.00% of the step (goal under 5%: met)" in text
+    # 900 seed-steps/s x (80 ms x 120 TFLOP/s / 64 seeds) = 135 TFLOP/s: 27% of a TF32 peak of 500.
+    assert "MFU at N = 64 (64 seeds vmapped, numerics of train_seeds): 135.0 TFLOP/s, 27.0% of the TF32 peak (goal 30%: not met)" in text
+    assert "24.0% of the TF32 peak (goal 30%: not met" in text and "sampling 1.00% of the step (goal under 5%: met)" in text
     assert "every seed at 100% exact match at step 2,000, 20000 s of training" in text
     _write(tmp_path, "metrics.jsonl", evals[:1])
     assert "not every seed at 100% by step 1,000 (10000 s); exact match min 0.500" in gpu_summary.summary(str(tmp_path))
@@ -42,12 +44,14 @@ def test_gpu_summary_checks_each_goal(tmp_path):
 
 def test_gpu_summary_reads_numerics_and_profile_and_picks_the_fastest(tmp_path):
     variant = lambda name, overrides, ms: dict(name=name, overrides=overrides, step_ms=ms, tflops=100.0 / ms, mfu=dict(tf32=0.02 / ms))  # noqa: E731
-    variants = [variant("config", {}, 40.0), variant("fp32", {"model.matmul_precision": "float32"}, 45.0), variant("bf16", {"model.dtype": "bfloat16"}, 20.0)]
+    failed = dict(name="tf32", overrides={"model.matmul_precision": "TF32_TF32_F32"}, error="ValueError: not supported on CPU")
+    variants = [variant("config", {}, 40.0), variant("fp32", {"model.matmul_precision": "float32"}, 45.0), failed, variant("bf16", {"model.dtype": "bfloat16"}, 20.0)]
     _write(tmp_path, "train_mfu.json", dict(device="H100", seeds=64, batch_size=512, step_ms=40.0, achieved_tflops=2.5, mfu=None, sampling_share=0.01, variants=variants))
     cats = dict(matmul=dict(share=0.25), fusion=dict(share=0.6), copy_transpose=dict(share=0.15), memset=dict(share=0.0))
     _write(tmp_path, "profile.json", dict(reported="device", reported_ms_per_step=18.0, step_ms=20.0, categories=cats, top_by_base_name=[dict(name="loop_fusion", ms_per_step=9.0)]))
     text = gpu_summary.summary(str(tmp_path))
     assert "numerics bf16 (model.dtype=bfloat16): 20.0 ms" in text and "numerics config (as configured): 40.0 ms" in text
+    assert "numerics tf32 (model.matmul_precision=TF32_TF32_F32): failed, ValueError: not supported on CPU" in text
     assert "profile (device): 18.0 ms a step of 20.0 ms wall; fusion 60%, matmul 25%, copy_transpose 15%; top: loop_fusion 9.00 ms" in text
     assert gpu_summary.best_flags(str(tmp_path / "train_mfu.json")) == "--config.model.dtype=bfloat16"
     variants[0]["step_ms"] = 10.0  # the config's own numerics fastest: no flags
@@ -82,7 +86,8 @@ def test_gpu_check_smoke(tmp_path):
     failed = [line for line in status if line.split()[0] != "numerics" and " rc=0 " not in line]
     assert not failed, "\n".join(failed + [(results / f"{line.split()[0]}.log").read_text()[-2000:] for line in failed])
     mfu = json.loads((results / "train_mfu.json").read_text())
-    assert [v["name"] for v in mfu["variants"]] == ["config", "fp32", "tf32", "bf16"]
+    assert [v["name"] for v in mfu["variants"]] == ["config", "fp32", "tf32", "bf16mm", "bf16"]
+    assert "not supported" in mfu["variants"][2]["error"] and all("step_ms" in v for i, v in enumerate(mfu["variants"]) if i != 2)
     assert status[1] == f"numerics {gpu_summary.best_flags(str(results / 'train_mfu.json')) or 'as-configured'}"
     assert "numerics bf16" in gpu_summary.summary(str(results)) and "- profile (" in gpu_summary.summary(str(results))
 

@@ -33,9 +33,10 @@ Params = dict  # nested dict of arrays, as nnx.to_pure_dict gives
 
 
 DTYPES = ("float32", "bfloat16")
-# jax.default_matmul_precision's names. On GPUs "default" lets XLA use TF32 tensor cores for
-# float32; "float32" forbids it; on CPUs all are float32.
-MATMUL_PRECISIONS = ("default", "tensorfloat32", "float32", "bfloat16", "high", "highest")
+# jax.default_matmul_precision's names. On GPUs "default" may let XLA use TF32 tensor cores for
+# float32 and "float32" forbids it; the upper-case ones name the algorithm exactly (inputs rounded
+# to TF32 or bfloat16, float32 accumulation; TF32_TF32_F32 does not compile on CPUs).
+MATMUL_PRECISIONS = ("default", "tensorfloat32", "float32", "bfloat16", "high", "highest", "TF32_TF32_F32", "BF16_BF16_F32", "F32_F32_F32")
 
 
 class GPTConfigError(ValueError):

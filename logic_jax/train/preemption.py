@@ -12,6 +12,7 @@ service (started by ``jax.distributed.initialize``) catches SIGTERM there, and
 
 from __future__ import annotations
 
+import itertools
 import signal
 import sys
 import threading
@@ -19,6 +20,8 @@ import threading
 import jax
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# The multi-host sync point wants consecutive, increasing ids, also across the runs of a sweep.
+_sync_ids = itertools.count(1)
 
 
 class StopRequest:
@@ -45,7 +48,6 @@ class StopRequest:
     def __enter__(self) -> "StopRequest":
         # Handlers can only be set from the main thread. With several hosts none is set: JAX's
         # own SIGTERM handler starts the hosts' agreement on a step, and Ctrl-C stays Ctrl-C.
-        self._calls = 0
         if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
             for s in self.signals:
                 self._previous[s] = signal.signal(s, self._handle)
@@ -61,11 +63,9 @@ class StopRequest:
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 
-            # The sync point counts calls, which must be consecutive integers: every host
-            # runs the same chunks, so its call count is the same.
-            self._calls += 1
+            # Every host runs the same chunks, so its count of calls is the same.
             try:
-                if multihost_utils.reached_preemption_sync_point(self._calls):
+                if multihost_utils.reached_preemption_sync_point(next(_sync_ids)):
                     self.signal = signal.SIGTERM
             except RuntimeError:  # the preemption service is off
                 pass
