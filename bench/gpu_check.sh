@@ -6,8 +6,8 @@
 #     --platform manylinux2014_x86_64 -d .whl ml-collections==1.1.0 mistral-common==1.13.1 tensorboardX==2.6.5
 # Then, with the device tool (device time is 15 min a session, the machine's start included):
 #   run(command="BUDGET_S=555 bash bench/gpu_check.sh open", carry=[".whl"], timeout_s=590), then at
-#   once, on the warm machine, run(command="BUDGET_S=<left - 60> BEST='<flags in status.txt>' bash
-#   bench/gpu_check.sh train_small", ...) resumes the training run; give_back.
+#   once (the machine stays warm 30 s), run(command="BUDGET_S=<budget left - 60> bash
+#   bench/gpu_check.sh train_small", ...) resumes the training run with the same numerics; give_back.
 #   part "open" (the open issue's figures): train_mfu at 8 seeds with each numerics (as configured,
 #                                 fp32, tf32, bf16 matmuls, bf16 activations), then with the fastest ($BEST): a kernel profile,
 #                                 the PyTorch reference, N = 1/8/64 seeds, and train_small to the end;
@@ -33,6 +33,7 @@ fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 smoke=${GPU_CHECK_SMOKE:-0}   # 1: tiny sizes, to rehearse the script on a CPU
 
+BEST_FILE=${BEST_FILE:-/tmp/gpu_check_best_flags}  # the numerics "open" chose, kept on the machine
 BUDGET_S=${BUDGET_S:-0}  # > 0: the whole call ends within this many seconds (the archive is still written)
 GRACE=5  # seconds between the SIGTERM at the limit and a SIGKILL (training saves in between)
 step() {  # step NAME SECONDS CMD...: run with a time limit (cut to the budget left), log, record the exit status
@@ -74,6 +75,7 @@ train_small() {  # stopped by its time limit (rc=124 expected): SIGTERM, the run
 if [ "$part" = open ]; then  # the open issue's figures (#3) with the fastest numerics, then training until the budget ends
   step train_mfu 240 python3 bench/train_mfu.py --config=configs/small.py $MFU --variants=fp32,tf32,bf16mm,bf16 $TRAIN_CFG --out="$R/train_mfu.json"
   BEST=$(python3 bench/gpu_summary.py --best_flags "$R/train_mfu.json" 2>/dev/null)
+  echo "$BEST" >"$BEST_FILE"  # for "train_small" in the next call on this machine
   echo "numerics ${BEST:-as-configured}" >>"$R/status.txt"
   step profile 90 python3 bench/profile_step.py --config=configs/small.py $BEST $TRAIN_CFG --out="$R/profile.json"
   step torch_reference 120 python3 bench/torch_reference.py --config=configs/small.py --seeds=4 --steps=20 --nojax $BEST $TRAIN_CFG --out="$R/torch_reference.json"
@@ -86,7 +88,8 @@ elif [ "$part" = all ]; then
   step torch_reference 120 python3 bench/torch_reference.py --config=configs/small.py --seeds=4 --steps=20 --nojax $TRAIN_CFG --out="$R/torch_reference.json"
   step patching_sweep 120 python3 bench/patching_sweep.py $PATCH
   step mistral_forward 240 python3 bench/mistral_forward.py --shape=$MISTRAL --dtype=bfloat16 --batch=64 --seq=300 --checkpoint_mode=random
-elif [ "$part" = train_small ]; then  # BEST="--config.model.dtype=bfloat16" etc. to resume a run of "open"
+elif [ "$part" = train_small ]; then  # on the machine "open" ran on, with its numerics: resumes its run
+  BEST=${BEST:-$(cat "$BEST_FILE" 2>/dev/null)}
   train_small
 elif [ "$part" = mistral_patching ]; then
   step mistral_patching_compare 300 python3 bench/mistral_patching.py --shape=$MISTRAL --pairs=$PAIRS --loop_heads=16 --compilation_cache=/tmp/jc

@@ -60,7 +60,7 @@ def test_gpu_summary_reads_numerics_and_profile_and_picks_the_fastest(tmp_path):
 
 
 def _run_part(part, out):
-    env = dict(os.environ, GPU_CHECK_SMOKE="1", OUT=str(out), TRAIN_WORKDIR=str(out / "train_workdir"))
+    env = dict(os.environ, GPU_CHECK_SMOKE="1", OUT=str(out), TRAIN_WORKDIR=str(out / "train_workdir"), BEST_FILE=str(out.parent / "best_flags"))
     proc = subprocess.run(["bash", "bench/gpu_check.sh", part], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with tarfile.open(out / "gpu_check.tgz") as tar:
@@ -91,7 +91,9 @@ def test_gpu_check_smoke(tmp_path):
     assert status[1] == f"numerics {gpu_summary.best_flags(str(results / 'train_mfu.json')) or 'as-configured'}"
     assert "numerics bf16" in gpu_summary.summary(str(results)) and "- profile (" in gpu_summary.summary(str(results))
 
+    # "train_small" after "open" takes the numerics "open" chose.
     results = _run_part("train_small", tmp_path / "train")
+    assert json.loads((results / "run.json").read_text())["config"]["model"] == json.loads((tmp_path / "open" / "gpu_check" / "run.json").read_text())["config"]["model"]
     assert (results / "status.txt").read_text().startswith("train_small rc=0 ")
     evals = [json.loads(line) for line in (results / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
     assert [e["step"] for e in evals] == [20, 40]
