@@ -19,10 +19,10 @@ and seed 0 of the 2, get stuck on one planning decision: they always start the L
 the rule's first operand. So OR with (FALSE, TRUE) and AND with (TRUE, FALSE) fail (6-17%
 right), and their linear queries are at 68-81%. Other settings, 5 minutes each with 2 seeds (lr
 1e-3 and 1e-2, batch 64, 4 heads, d_model 96 with 3 heads), learnt no faster. Nor did these, on
-4 seeds for 2,000-2,500 steps (bench/train_trials.py; BENCHMARKS.md): 4 heads; no weight decay;
-a 5x loss weight on the first answer token (worse: 45-47% at step 2,000); a quarter of every
-batch from the two cases the stuck seeds miss (one seed of 4 stuck even so). For 99% on every
-seed, train longer or on a GPU (configs/small.py).
+4 seeds for 2,000-2,500 steps (bench/train_trials.py; BENCHMARKS.md): 4 heads; 4 layers (47-65%
+at step 2,000); no weight decay; a 5x loss weight on the first answer token (worse: 45-47% at
+step 2,000); a quarter of every batch from the two cases the stuck seeds miss (one seed of 4
+stuck even so). For 99% on every seed, train longer or on a GPU (configs/small.py).
 """
 
 from logic_jax.train.config import base_config
