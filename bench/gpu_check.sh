@@ -14,7 +14,7 @@
 #   part "all" (~6 min): GPU facts, sampler, training MFU/seeds/PyTorch, small-model patching,
 #                                 Mistral-7B forward (random bf16 weights) against PyTorch;
 #   part "train_small" (TRAIN_S seconds, default 300): 64 seeds of configs/small.py trained until
-#                                 SIGTERM (it saves first), evaluated every 1,000 steps; resumes;
+#                                 SIGTERM (it saves first), evaluated every 500 steps; resumes;
 #   part "mistral_patching" (~8 min): the 7B head_z sweep against the per-head loop, and the whole study.
 # BUDGET_S cuts each step's limit so the call ends, archive written, within that many seconds.
 # Rehearse on the CPU with: GPU_CHECK_SMOKE=1 OUT=/tmp/gpu_out bash bench/gpu_check.sh open
@@ -57,7 +57,8 @@ if [ "$smoke" = 1 ]; then
 else
   S_BATCH=1048576,8388608,33554432; SEEDS=1,8,64; MISTRAL=7b; PAIRS=64; TRAIN_CFG=""; PATCH="--pairs 1000 --positions 38 --chunk-size 9"  # 9 cells x 1000 pairs a chunk: ~7 GB
   # Chunks of 50 steps: a SIGTERM waits for the chunk in flight (~18 s at 64 seeds) before saving.
-  RUN_SEEDS=64; RUN_CFG="--config.eval_every=1000 --config.checkpoint_every=1000 --config.steps_per_call=50"
+  # Evaluations every 500 steps (~40 steps' worth of compute each), so a short call has some.
+  RUN_SEEDS=64; RUN_CFG="--config.eval_every=500 --config.checkpoint_every=1000 --config.steps_per_call=50"
   MFU="--steps=20 --repeats=2"  # 8 seeds (the config's): 5 numerics x 20 s compilation; N = 64 is train_seeds' job
 fi
 
