@@ -84,12 +84,16 @@ def _with(config, overrides: dict):
     return config
 
 
-def _time_chunk(config, steps: int, repeats: int) -> float:
-    """Best seconds of one compiled chunk of ``steps`` steps of every seed."""
+def _program(config):
+    """The trainer's compiled program for the config, and its initial state."""
     model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
     mesh = step_lib.make_mesh(config.num_seeds, config.num_devices)
     program = step_lib.make_train(model_cfg, problem_cfg, config.batch_size, mesh)
-    state = program.init(*state_lib.stack_members(state_lib.members_of(config_lib.to_dict(config))))
+    return program, program.init(*state_lib.stack_members(state_lib.members_of(config_lib.to_dict(config))))
+
+
+def _time_chunk(program, state, steps: int, repeats: int) -> float:
+    """Best seconds of one compiled chunk of ``steps`` steps of every seed."""
     return _best(lambda s: program.chunk(s, steps)[1]["loss"], state, repeats=repeats)
 
 
@@ -98,12 +102,8 @@ def main(argv):
     config = F.config
     model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
     n_seeds, batch, steps = config.num_seeds, config.batch_size, F.steps
-    mesh = step_lib.make_mesh(n_seeds, config.num_devices)
-    program = step_lib.make_train(model_cfg, problem_cfg, batch, mesh)
-    keys, hp = state_lib.stack_members(state_lib.members_of(config_lib.to_dict(config)))
-    state = program.init(keys, hp)
-
-    full_s = _time_chunk(config, steps, F.repeats)
+    program, state = _program(config)
+    full_s = _time_chunk(program, state, steps, F.repeats)
 
     # Sampling alone: the same per-step keys, the batch folded into a checksum.
     def sample_only(state):
@@ -123,7 +123,7 @@ def main(argv):
         if name not in VARIANTS:
             raise app.UsageError(f"--variants: unknown variant {name!r}; known: {', '.join(VARIANTS)}")
         try:
-            variant_s = _time_chunk(_with(config, VARIANTS[name]), steps, F.repeats)
+            variant_s = _time_chunk(*_program(_with(config, VARIANTS[name])), steps, F.repeats)
         except Exception as e:  # noqa: BLE001 - e.g. TF32 does not compile on CPUs; the others still count
             variants.append(dict(name=name, overrides=VARIANTS[name], error=f"{type(e).__name__}: {str(e)[:300]}"))
             continue

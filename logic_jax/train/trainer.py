@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
 from typing import Sequence
 
@@ -143,8 +142,6 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
     else:
         step, state, _, metrics = restored
         logging.info("resumed %s from step %d", workdir, step)
-        if jax.process_index() == 0:
-            print(f"resuming {workdir} from step {step}", file=sys.stderr, flush=True)
     last_saved = step if restored is not None else None
     evals = [(e["step"], e["metrics"]) for e in metrics.get("evals", [])]
     wall_before, t_start = float(metrics.get("wall_time", 0.0)), time.time()
@@ -155,6 +152,8 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
     evaluate = evaluate_lib.make_evaluate(model_cfg, problem_cfg.context_len, mesh, batch=min(config["eval_size"], 1024))
     problems = evaluate_lib.fresh_problems(eval_key(config), problem_cfg, config["eval_size"])
     log = RunLog(workdir, step, config["num_steps"], progress=config["progress"], desc=desc)
+    if restored is not None:
+        log.message(f"resuming {workdir} from step {step}")
     with StopRequest() as stop:
         try:
             while step < config["num_steps"]:
