@@ -4,15 +4,19 @@ r"""Short training trials of a config: exact match per seed every few hundred st
     python bench/train_trials.py --config.model.n_heads=4 --config.num_seeds=4
     python bench/train_trials.py --first_token_weight=5 --config.num_seeds=4
     python bench/train_trials.py --hard_fraction=0.25 --config.num_seeds=4
+    python bench/train_trials.py --sinusoidal_positions=0.02 --config.num_seeds=4
 
 For trying recipes quickly (no checkpoints, no logs): the trainer's compiled chunk, then greedy
-evaluation of 512 held-out problems per seed. Two benchmark-only changes to the training step,
-made by replacing ``loss_fn`` / ``sample`` of ``logic_jax.train.step`` before it is traced
-(its own loss with ``first_token_weight``, a sampler that mixes in chosen cases):
+evaluation of 512 held-out problems per seed. Three benchmark-only changes, made by replacing
+``loss_fn`` / ``sample`` of ``logic_jax.train.step`` or ``logic_jax.models.gpt.init_params``
+before they are used (its own loss with ``first_token_weight``, a sampler that mixes in chosen
+cases, an init that overwrites ``W_pos``):
 ``--first_token_weight`` multiplies the loss of the first answer token (the planning
 decision); ``--hard_fraction`` draws that share of every batch, half and half, from the two
 LogOp cases whose proof starts with the rule's second operand (OR with (FALSE, TRUE), AND with
-(TRUE, FALSE)). Neither helped tiny_cpu (BENCHMARKS.md), so neither is a trainer option.
+(TRUE, FALSE)); ``--sinusoidal_positions`` starts the learned positional embeddings from
+sinusoids of that RMS (instead of noise of std 0.01), which might ease the previous-token head
+that the fact lookup needs. None helped tiny_cpu (BENCHMARKS.md), so none is a trainer option.
 """
 
 import dataclasses
@@ -30,6 +34,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from logic_jax.models import gpt  # noqa: E402
 from logic_jax.train import config as config_lib  # noqa: E402
 from logic_jax.train import evaluate as evaluate_lib  # noqa: E402
 from logic_jax.train import step as step_lib  # noqa: E402
@@ -42,6 +47,7 @@ flags.DEFINE_float("max_seconds", 780, "Stop after the first evaluation past thi
 flags.DEFINE_integer("every", 500, "Steps between evaluations.")
 flags.DEFINE_float("first_token_weight", 1.0, "Loss weight of the first answer token (1: the trainer's loss).")
 flags.DEFINE_float("hard_fraction", 0.0, "Share of each batch from the two second-operand LogOp cases.")
+flags.DEFINE_float("sinusoidal_positions", 0.0, "RMS of a sinusoidal W_pos at init (0: the model's normal init).")
 F = flags.FLAGS
 
 
@@ -59,11 +65,26 @@ def mixed_sampler(hard_fraction):
     return mixed
 
 
+def sinusoidal_init(rms):
+    init_params = gpt.init_params
+
+    def init(key, cfg):
+        params = init_params(key, cfg)
+        angle = np.arange(cfg.max_len)[:, None] / 10000 ** (np.arange(0, cfg.d_model, 2)[None] / cfg.d_model)
+        table = np.stack([np.sin(angle), np.cos(angle)], axis=-1).reshape(cfg.max_len, -1)[:, : cfg.d_model]
+        params["W_pos"] = jnp.asarray(table * rms / np.sqrt(np.mean(table**2)), jnp.float32)
+        return params
+
+    return init
+
+
 def main(_):
     if F.first_token_weight != 1.0:
         step_lib.loss_fn = functools.partial(step_lib.loss_fn, first_token_weight=F.first_token_weight)
     if F.hard_fraction > 0:
         step_lib.sample = mixed_sampler(F.hard_fraction)
+    if F.sinusoidal_positions > 0:
+        gpt.init_params = sinusoidal_init(F.sinusoidal_positions)
     cfg = config_lib.to_dict(F.config)
     config_lib.check(cfg)
     members = members_of(cfg)

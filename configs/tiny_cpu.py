@@ -14,15 +14,23 @@ seed 0 62.9%, seed 1 99.4% (seed 1 passed 99% at step 4,500). The same config wi
 66.8, 83.5, 67.2, 65.9%. Its seeds 0 and 1 have the same keys but took other paths, most
 likely because the vmap width changes the floating-point rounding and training amplifies it.
 
-Training is bimodal. Seeds 2 and 3 of the 8 pass 99% at step 4,000. Seeds 4, 6 and 7 of the 8,
-and seed 0 of the 2, get stuck on one planning decision: they always start the LogOp proof with
-the rule's first operand. So OR with (FALSE, TRUE) and AND with (TRUE, FALSE) fail (6-17%
-right), and their linear queries are at 68-81%. Other settings, 5 minutes each with 2 seeds (lr
-1e-3 and 1e-2, batch 64, 4 heads, d_model 96 with 3 heads), learnt no faster. Nor did these, on
-4 seeds for 2,000-2,500 steps (bench/train_trials.py; BENCHMARKS.md): 4 heads; 4 layers (47-65%
-at step 2,000); no weight decay; a 5x loss weight on the first answer token (worse: 45-47% at
-step 2,000); a quarter of every batch from the two cases the stuck seeds miss (one seed of 4
-stuck even so). For 99% on every seed, train longer or on a GPU (configs/small.py).
+Training is bimodal, and the fact lookup decides it. A proof restates the truth values of its
+sources, and the LogOp branch choice needs them too: the value of a given letter, from facts
+written in random order. That takes an induction circuit: a previous-token head at each fact's
+truth value, then a lookup. `launch/analyze.py`'s "Fact lookup" table measures it
+(results/tiny_cpu_8_seeds/report.md): the three seeds at 99.9-100% restate truth values 100%
+right (teacher-forced) and each has a previous-token head (71-98% of a truth value's attention
+on its letter); the five stuck seeds restate them 85-90% right, about what the operator alone
+predicts, and four of them have no previous-token head (9-19%). Without the values they cannot
+choose a LogOp branch: they start the proof with the rule's first operand, so OR with (FALSE,
+TRUE) and AND with (TRUE, FALSE) fail (6-17% right), and linear queries are at 68-81%.
+
+Recipes that learnt no faster: lr 1e-3 and 1e-2, batch 64, 4 heads, d_model 96 with 3 heads (5
+minutes each with 2 seeds); and, on 4 seeds to step 1,000-3,000 (bench/train_trials.py;
+BENCHMARKS.md): 4 heads; 4 layers; no weight decay; a 5x loss weight on the first answer token;
+a quarter of every batch from the two cases the stuck seeds miss; OR only (p_and 0); init_std
+0.08; lr 1e-2; sinusoidal positional embeddings at init (for the previous-token head). For 99%
+on every seed, train longer or on a GPU (configs/small.py).
 """
 
 from logic_jax.train.config import base_config

@@ -33,9 +33,10 @@ elif __name__ == "__main__":
     if sys.path and os.path.abspath(sys.path[0] or ".") == _HERE:
         sys.path.pop(0)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # inspection runs on the CPU, whatever wrote the checkpoint
-    from absl import app
+    from absl import app, flags
 
     from logic_jax.train import inspection
 
     inspection.define_flags()
+    flags.adopt_module_key_flags(inspection)  # so --help lists them
     app.run(inspection.main)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from logic_jax.analysis import attention, causal, common, figures, probes, routing
+from logic_jax.analysis import attention, causal, common, figures, lookup, probes, routing
 from logic_jax.interp.hooks import Patch
 from logic_jax.interp.interventions import merge_patches
 from logic_jax.interp.pairs import make_pairs
@@ -281,6 +281,64 @@ def test_first_token_metric():
     logits = jnp.zeros((2, 3, 5)).at[0, -1, 1].set(2.0).at[0, -1, 3].set(0.5).at[1, -1, 4].set(1.0)
     margin, acc = causal.FirstToken(jnp.array([1, 2]))(logits)
     assert float(acc) == 0.5 and float(margin) == pytest.approx((1.5 - 1.0) / 2)
+
+
+# --- Fact lookup -------------------------------------------------------------------------------------
+def _restating(tokens):
+    """[(row, answer position, position of its fact's truth value)], by a plain scan of each proof."""
+    c = fmt.context_len(DEPTH)
+    facts = fmt.facts_pos(DEPTH)
+    out = []
+    for b, row in enumerate(np.asarray(tokens)):
+        value_of = {int(row[facts + 1 + 3 * k]): facts + 2 + 3 * k for k in range(3)}
+        for p in range(c, len(row) - 1):
+            if int(row[p]) in value_of and row[p + 1] in (fmt.TRUE, fmt.FALSE):
+                out.append((b, p, value_of[int(row[p])]))
+    return out
+
+
+def test_planted_fact_lookup_circuit(random_params, batches):
+    """blocks.0 head 1 attends to the previous token; blocks.2 head 0 from a restated letter onto its truth value."""
+    tokens = jnp.concatenate([b.tokens for b in batches.values()])
+    n, length = tokens.shape
+    prev = np.zeros((n, 2, length, length), np.float32)
+    prev[:, :, np.arange(1, length), np.arange(length - 1)] = 1.0
+    prev[:, :, 0, 0] = 1.0
+    onto_value = np.zeros_like(prev)
+    mask = np.zeros(prev.shape, bool)
+    reads = _restating(tokens)
+    for b, p, v in reads:
+        onto_value[b, 0, p, v] = 1.0
+        mask[b, 0, p] = True
+    head1 = (np.arange(2) == 1)[None, :, None, None]
+    planted = {"blocks.0.attn.hook_pattern": Patch(value=prev, mask=np.broadcast_to(head1, prev.shape)),
+               "blocks.2.attn.hook_pattern": Patch(value=onto_value, mask=mask)}
+    forward = with_plant(lambda _: planted)
+    r = lookup.measure(forward, random_params, tokens, fmt.context_len(DEPTH), 3)
+    assert r["reads"] == len(reads) >= n  # every proof restates at least one fact
+    assert r["prev_head"] == (0, 1) and r["prev_head_attention"] == pytest.approx(1.0, abs=1e-6)
+    assert r["lookup_head"] == (2, 0) and r["lookup_head_attention"] == pytest.approx(1.0, abs=1e-6)
+    assert r["prev_token"].shape == r["lookup"].shape == (3, 2)
+    assert r["prev_token"][1:].max() < 0.5 and r["lookup"][:2].max() < 0.5  # unplanted heads: diffuse
+
+
+def test_fact_lookup_copy_counts_right_truth_values(random_params, batches):
+    """Logits naming the next token on even rows and the other truth value on odd rows."""
+    tokens = jnp.concatenate([b.tokens for b in batches.values()])
+    base = common.forward_for(gpt.GPTConfig(n_layers=3, n_heads=2, d_model=32, d_mlp=32, max_len=fmt.seq_len(DEPTH)))
+
+    def forward(params, toks, patches=None, cache=()):
+        _, c = base(params, toks, patches, cache)
+        following = jnp.concatenate([toks[:, 1:], jnp.full_like(toks[:, :1], fmt.PAD)], axis=1)
+        flipped = jnp.where(following == fmt.TRUE, fmt.FALSE, jnp.where(following == fmt.FALSE, fmt.TRUE, following))
+        odd = (jnp.arange(toks.shape[0]) % 2 == 1)[:, None]
+        return jax.nn.one_hot(jnp.where(odd, flipped, following), fmt.VOCAB_SIZE), c
+
+    r = lookup.measure(forward, random_params, tokens, fmt.context_len(DEPTH), 3)
+    reads = _restating(tokens)
+    assert r["copy"] == pytest.approx(sum(b % 2 == 0 for b, _, _ in reads) / len(reads))
+    with pytest.raises(common.AnalysisError, match="no answer restates a fact"):
+        lookup.measure(forward, random_params, common.context(batches["linear"]), fmt.context_len(DEPTH), 3)
 
 
 # --- Figures and settings ----------------------------------------------------------------------------

@@ -15,10 +15,10 @@ import pytest
 from logic_jax.analysis import common, pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TABLES = ("claim1", "claim2", "claim3", "claim4", "claim5", "causal")
+TABLES = ("claim1", "claim2", "claim3", "claim4", "claim5", "lookup", "causal")
 FIGURES = (
     "attention_linear", "attention_LogOp", "answer_attention_linear", "answer_attention_LogOp", "reading_regions",
-    "routing_cosine", "probes", "route_patch", "patching_heads", "ablation_heads", "patching_positions",
+    "routing_cosine", "probes", "route_patch", "patching_heads", "ablation_heads", "lookup_heads", "patching_positions",
 )
 SIZES = dict(n_accuracy=32, n_attention=32, n_routing=24, n_probe_train=52, n_probe_test=26, probe_steps=20, n_patch=8)
 
@@ -76,6 +76,8 @@ def test_analyze_cli_writes_every_table_and_figure(workdir, tmp_path):
     assert np.asarray(seed["patching"]["query"]["heads"]).shape == (3, 2)
     assert np.asarray(seed["patching"]["fact"]["positions"]).shape == (3, 26)  # depth 2: 26 context tokens
     assert np.asarray(seed["attention"]["LogOp"]["regions"]).shape == (2, 6)
+    assert np.asarray(seed["lookup"]["prev_token"]).shape == np.asarray(seed["lookup"]["lookup"]).shape == (3, 2)
+    assert seed["lookup"]["reads"] >= SIZES["n_accuracy"]  # every proof restates a fact
     np.testing.assert_allclose(np.asarray(seed["attention"]["linear"]["regions"]).sum(1), 1.0, rtol=1e-4)
 
     report = (out / "report.md").read_text()

@@ -39,12 +39,20 @@ def _committed(workdir):
 
 
 def _launch_train(tmp_path, overrides, workdir):
-    """launch/train.py on the tiny config with ``overrides``, in a child process."""
+    """launch/train.py on the tiny config with ``overrides``, in a child process.
+
+    Its SIGINT is reset to the default, as from a terminal: a test run in the background
+    (`pytest &` in a script) would pass on an ignored SIGINT, which the trainer leaves ignored.
+    """
     config_file = write_config_file(tmp_path / "cfg.py", TESTS, **overrides)
-    return subprocess.Popen(
-        [sys.executable, os.path.join(REPO, "launch", "train.py"), f"--config={config_file}", f"--workdir={workdir}"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # the child starts with SIG_DFL
+    try:
+        return subprocess.Popen(
+            [sys.executable, os.path.join(REPO, "launch", "train.py"), f"--config={config_file}", f"--workdir={workdir}"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_killed_run_resumes_bitwise(tmp_path):

@@ -2,8 +2,8 @@
 
 ``analyze(workdir, out)`` restores the checkpoint (the trainer's ``inspection.load``), draws
 one set of problems shared by all seeds, runs claim 1 (all seeds under one vmap) and then
-claims 2-5 and the causal tests seed by seed (compiled once, reused across seeds), and writes
-``report.md``, ``summary.json`` and the figures into ``out``.
+claims 2-5, the fact lookup and the causal tests seed by seed (compiled once, reused across
+seeds), and writes ``report.md``, ``summary.json`` and the figures into ``out``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from logic_jax.analysis import accuracy, attention, causal, common, figures, probes, report, routing
+from logic_jax.analysis import accuracy, attention, causal, common, figures, lookup, probes, report, routing
 from logic_jax.interp import pairs as pairs_lib
 from logic_jax.models import gpt
 from logic_jax.problem.config import ProblemConfig
@@ -74,7 +74,7 @@ def make_problems(problem_cfg: ProblemConfig, settings: common.Settings) -> Prob
 
 
 def analyze_seed(forward, params, model_cfg: gpt.GPTConfig, data: Problems, settings: common.Settings, bar=None) -> dict:
-    """Claims 2-5 and the causal tests for one seed's ``params``."""
+    """Claims 2-5, the fact lookup and the causal tests for one seed's ``params``."""
     route, read = settings.layers(model_cfg.n_layers)
     n_layers = model_cfg.n_layers
 
@@ -88,6 +88,9 @@ def analyze_seed(forward, params, model_cfg: gpt.GPTConfig, data: Problems, sett
     out["attention"] = dict(summaries, claim3=attention.claim3(summaries["linear"], summaries["LogOp"]), claim5=attention.claim5(summaries["LogOp"]))
     examples = {name: common.context(b)[:1] for name, b in data.attention.items()}
     out["examples"] = {name: dict(tokens=np.asarray(t[0]), pattern=attention.patterns(forward, params, t, n_layers)[0]) for name, t in examples.items()}
+
+    stage("fact lookup")
+    out["lookup"] = lookup.measure(forward, params, data.accuracy.tokens, data.accuracy.context_len, n_layers, settings.chunk)
 
     stage("routing")
     vectors = routing.routing_vectors(forward, params, data.routing, route, chunk=settings.chunk)
@@ -173,6 +176,10 @@ def draw(out_dir: str, results: list[dict], seeds: list[int], data: Problems, mo
     figures.draw_layer_head(
         {f"{q} queries": [r["ablation"][q]["accuracy"] for r in results] for q in ("linear", "LogOp")},
         path("ablation_heads"), names, "first-token accuracy with one head mean-ablated", diverging=False, label="accuracy",
+    )
+    figures.draw_layer_head(
+        {"truth value -> its letter": [r["lookup"]["prev_token"] for r in results], "answer's letter -> its truth value": [r["lookup"]["lookup"] for r in results]},
+        path("lookup_heads"), names, "fact lookup: attention per (layer, head), teacher-forced proofs", diverging=False, label="attention",
     )
     figures.draw_layer_pos(
         {f"{kind} pairs": np.nanmean(np.stack([r["patching"][kind]["positions"] for r in results]), 0) if any(np.isfinite(r["patching"][kind]["positions"]).any() for r in results) else results[0]["patching"][kind]["positions"] for kind in causal.PAIR_KINDS},

@@ -170,6 +170,28 @@ def tables(results: list[dict], seeds: Sequence[int], meta: dict) -> list[Table]
         rows, ("reading_regions", "patching_heads", "patching_positions"),
     ))
 
+    # Fact lookup -------------------------------------------------------------------------------
+    lk = lambda key: col(lambda r: r["lookup"][key])  # noqa: E731
+    rows = [
+        Row("truth value copied after a fact's letter (teacher-forced)", "—", lk("copy")),
+        Row("previous-token head at the facts' truth values", "—", [_head(r["lookup"]["prev_head"]) for r in results], "label"),
+        Row("its attention from a truth value onto its letter", "—", lk("prev_head_attention")),
+        Row("lookup head: answer's letter onto its fact's truth value", "—", [_head(r["lookup"]["lookup_head"]) for r in results], "label"),
+        Row("its attention on that truth value", "—", lk("lookup_head_attention")),
+    ]
+    out.append(Table(
+        "lookup", "Fact lookup (not in the paper): reading a truth value from the facts",
+        "Not measured in the paper. Restating a source fact in the proof, and choosing the LogOp branch, need the truth value of a "
+        "given letter from facts written in random order: an induction circuit (a previous-token head, then a lookup head).",
+        f"The {meta['settings']['n_accuracy']} held-out problems of claim 1 with their proofs teacher-forced. At every answer position "
+        "holding a fact's letter followed by its truth value: whether the greedy next token is that value, and the attention of each "
+        "(layer, head) onto that letter's truth value in the Facts section; at each fact's truth value, the attention onto the letter "
+        "before it. The strongest head of each kind is shown; every head is in the figure and summary.json. A seed may look the value "
+        "up before it writes the letter (from ANSWER, with the branch choice), so a weak lookup head does not by itself mean no lookup; "
+        "the copy rate and the previous-token head are the robust signs of the circuit.",
+        rows, ("lookup_heads",),
+    ))
+
     # Causal tests ------------------------------------------------------------------------------
     rows = []
     for d in causal.DIRECTIONS:
@@ -291,6 +313,7 @@ def details(results: list[dict]) -> list[dict]:
                 claim5={k: v for k, v in att["claim5"].items() if k != "regions"},
             ),
             probes=r["probes"],
+            lookup=r["lookup"],
             route_patch=r["route_patch"],
             ablation=r["ablation"],
             patching=r["patching"],

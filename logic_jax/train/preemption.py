@@ -50,7 +50,10 @@ class StopRequest:
         # own SIGTERM handler starts the hosts' agreement on a step, and Ctrl-C stays Ctrl-C.
         if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
             for s in self.signals:
-                self._previous[s] = signal.signal(s, self._handle)
+                # An ignored signal stays ignored (nohup, `cmd &` in a script: SIGINT), and a
+                # handler set outside Python (None here) cannot be put back, so it is left alone.
+                if signal.getsignal(s) not in (signal.SIG_IGN, None):
+                    self._previous[s] = signal.signal(s, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
