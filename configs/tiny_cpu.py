@@ -29,8 +29,9 @@ Recipes that learnt no faster: lr 1e-3 and 1e-2, batch 64, 4 heads, d_model 96 w
 minutes each with 2 seeds); and, on 4 seeds to step 1,000-3,000 (bench/train_trials.py;
 BENCHMARKS.md): 4 heads; 4 layers; no weight decay; a 5x loss weight on the first answer token;
 a quarter of every batch from the two cases the stuck seeds miss; OR only (p_and 0); init_std
-0.08; lr 1e-2; weight decay 1.0; sinusoidal positional embeddings at init (for the
-previous-token head). For 99% on every seed, train longer or on a GPU (configs/small.py).
+0.08; lr 1e-2; weight decay 1.0; d_model 48 with 3 heads; sinusoidal positional embeddings at
+init (for the previous-token head). For 99% on every seed, train longer or on a GPU
+(configs/small.py).
 """
 
 from logic_jax.train.config import base_config
