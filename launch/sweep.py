@@ -7,7 +7,6 @@ wall time, per point); each group of points is a resumable run in DIR/groups/g<k
 """
 
 import os
-import signal
 import sys
 
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
@@ -33,6 +32,7 @@ def main(argv):
     if FLAGS.multihost:
         jax.distributed.initialize()
     from logic_jax.train import sweep
+    from logic_jax.train.preemption import exit_status
 
     try:
         rows, stopped_by = sweep.run_sweep(FLAGS.config, FLAGS.workdir)
@@ -41,8 +41,8 @@ def main(argv):
         sys.exit(1)
     if jax.process_index() == 0:
         print(sweep.summary_markdown(rows), flush=True)
-    if stopped_by:  # the exit status of a process killed by that signal, so schedulers requeue it
-        sys.exit(128 + signal.Signals[stopped_by].value)
+    if stopped_by:
+        sys.exit(exit_status(stopped_by))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Ctrl-C stops after the compiled chunk in flight and saves a checkpoint first (ex
 """
 
 import os
-import signal
 import sys
 
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
@@ -35,6 +34,7 @@ def main(argv):
     if FLAGS.multihost:
         jax.distributed.initialize()
     from logic_jax.train import evaluate, trainer
+    from logic_jax.train.preemption import exit_status
 
     logging.info("devices: %s (process %d of %d)", jax.devices(), jax.process_index(), jax.process_count())
     try:
@@ -45,8 +45,8 @@ def main(argv):
     if result.evals:
         step, metrics = result.evals[-1]
         print(f"step {step}: {evaluate.summary_line(metrics)}; wall time {result.wall_time:.0f}s", flush=True)
-    if result.stopped_by:  # the exit status of a process killed by that signal, so schedulers requeue it
-        sys.exit(128 + signal.Signals[result.stopped_by].value)
+    if result.stopped_by:
+        sys.exit(exit_status(result.stopped_by))
 
 
 if __name__ == "__main__":

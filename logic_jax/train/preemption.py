@@ -34,7 +34,7 @@ class StopRequest:
 
     def _handle(self, signum, frame):
         if self.signal == signum:  # the second time: the usual behaviour, at once
-            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            signal.signal(signum, self._previous[signum])
             signal.raise_signal(signum)
             return
         self.signal = signum
@@ -77,3 +77,8 @@ class StopRequest:
     @property
     def name(self) -> str | None:
         return None if self.signal is None else signal.Signals(self.signal).name
+
+
+def exit_status(name: str) -> int:
+    """The exit status of a process killed by signal ``name`` (128 + its number): schedulers requeue on it."""
+    return 128 + signal.Signals[name].value

@@ -181,7 +181,6 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
                 if stopping:
                     log.message(f"{stop.name}: stopped at step {step} and saved a checkpoint; rerun the same command to resume")
                     break
-            ckpt.wait()
         finally:
             # A pending async save of a good state is completed before any error propagates.
             ckpt.wait()
