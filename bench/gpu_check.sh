@@ -8,10 +8,10 @@
 #   run(command="BUDGET_S=555 bash bench/gpu_check.sh open", carry=[".whl"], timeout_s=590), then at
 #   once (the machine stays warm 30 s), run(command="BUDGET_S=<budget left - 60> bash
 #   bench/gpu_check.sh train_small", ...) resumes the training run with the same numerics; give_back.
-#   part "open" (the open issue's figures): train_mfu at 8 seeds with each numerics (as configured,
+#   part "open" (the open issue's figures): a tiny checkpoint written on the GPU (tests/test_inspect.py reads it), train_mfu at 8 seeds with each numerics (as configured,
 #                                 fp32, tf32, bf16 matmuls, bf16 activations), then with the fastest ($BEST): a kernel profile,
 #                                 the PyTorch reference, N = 1/8/64 seeds, and train_small to the end;
-#   part "all" (~6 min): GPU facts, sampler, training MFU/seeds/PyTorch, small-model patching,
+#   part "all" (~6 min): GPU facts, the tiny GPU checkpoint, sampler, training MFU/seeds/PyTorch, small-model patching,
 #                                 Mistral-7B forward (random bf16 weights) against PyTorch;
 #   part "train_small" (TRAIN_S seconds, default 300): 64 seeds of configs/small.py trained until
 #                                 SIGTERM (it saves first), evaluated every 500 steps; resumes;
@@ -73,7 +73,18 @@ train_small() {  # stopped by its time limit (rc=124 expected): SIGTERM, the run
   cp "$W/metrics.jsonl" "$W/run.json" "$R/"
 }
 
+gpu_checkpoint() {  # a tiny run written on the GPU, for tests/test_inspect.py: copy $R/gpu_checkpoint to tests/data/
+  local W=$R/gpu_checkpoint
+  step gpu_checkpoint 90 python3 launch/train.py --config=configs/tiny_cpu.py --workdir="$W" --config.num_seeds=2 --config.num_devices=1 --config.num_steps=20 \
+    --config.batch_size=16 --config.steps_per_call=10 --config.checkpoint_every=10 --config.eval_every=10 --config.eval_size=32 \
+    --config.model.n_layers=1 --config.model.d_model=16 --config.model.d_mlp=32 --config.optim.decay_steps=20 --config.progress=False
+  # What the GPU machine reads back from it (jax there is newer): the test compares its own reading.
+  step gpu_checkpoint_inspect 60 sh -c "python3 launch/inspect.py --workdir='$W' --format=json >'$W/inspect_on_gpu.json'"
+  cp "$R/machine.txt" "$W/"
+}
+
 if [ "$part" = open ]; then  # the open issue's figures (#3) with the fastest numerics, then training until the budget ends
+  gpu_checkpoint
   step train_mfu 240 python3 bench/train_mfu.py --config=configs/small.py $MFU --variants=fp32,tf32,bf16mm,bf16 $TRAIN_CFG --out="$R/train_mfu.json"
   BEST=$(python3 bench/gpu_summary.py --best_flags "$R/train_mfu.json" 2>/dev/null)
   echo "$BEST" >"$BEST_FILE"  # for "train_small" in the next call on this machine
@@ -83,6 +94,7 @@ if [ "$part" = open ]; then  # the open issue's figures (#3) with the fastest nu
   step train_seeds 200 python3 bench/train_seeds.py --config=configs/small.py --seeds=$SEEDS --steps=20 --repeats=2 --run_steps=100 $BEST $TRAIN_CFG --out="$R/train_seeds.json"
   TRAIN_S=${TRAIN_S:-600} train_small
 elif [ "$part" = all ]; then
+  gpu_checkpoint
   step sampler 120 python3 bench/sampler.py --mode=batch_sizes --batch_sizes=$S_BATCH --out="$R/sampler.json"
   step train_mfu 150 python3 bench/train_mfu.py --config=configs/small.py --steps=20 --repeats=2 $TRAIN_CFG --out="$R/train_mfu.json"
   step train_seeds 200 python3 bench/train_seeds.py --config=configs/small.py --seeds=$SEEDS --steps=20 --repeats=2 --run_steps=100 $TRAIN_CFG --out="$R/train_seeds.json"

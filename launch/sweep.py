@@ -15,10 +15,12 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.a
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from logic_jax.train import multihost  # noqa: E402  (its flags: --multihost and where the processes meet)
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "A sweep config (configs/sweep.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory of the sweep: one run per group, summary tables.")
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (multi-host runs).")
+flags.adopt_module_key_flags(multihost)  # so --help lists them
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -29,8 +31,7 @@ def main(argv):
 
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    if FLAGS.multihost:
-        jax.distributed.initialize()
+    multihost.initialize()
     from logic_jax.train import sweep
     from logic_jax.train.preemption import exit_status
 

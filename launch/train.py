@@ -5,7 +5,7 @@
 Restarting the same command resumes from the newest good checkpoint in --workdir. SIGTERM or
 Ctrl-C stops after the compiled chunk in flight and saves a checkpoint first (exit status
 128 + the signal's number; a second signal stops at once).
---multihost calls jax.distributed.initialize() first (one process per host).
+--multihost joins a multi-process run (one process per host; logic_jax/train/multihost.py).
 """
 
 import os
@@ -17,10 +17,12 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.a
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from logic_jax.train import multihost  # noqa: E402  (its flags: --multihost and where the processes meet)
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "A configs/*.py file; override keys with --config.KEY=VALUE.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory of checkpoints, metrics.jsonl and TensorBoard events.")
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (multi-host runs).")
+flags.adopt_module_key_flags(multihost)  # so --help lists them
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -31,8 +33,7 @@ def main(argv):
 
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    if FLAGS.multihost:
-        jax.distributed.initialize()
+    multihost.initialize()
     from logic_jax.train import evaluate, trainer
     from logic_jax.train.preemption import exit_status
 

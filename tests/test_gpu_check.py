@@ -15,6 +15,8 @@ sys.path.insert(0, os.path.join(REPO, "bench"))
 
 import gpu_summary  # noqa: E402
 
+from logic_jax.train import inspection  # noqa: E402
+
 
 def _write(directory, name, obj):
     with open(directory / name, "w") as f:
@@ -72,23 +74,27 @@ def _run_part(part, out):
 def test_gpu_check_smoke(tmp_path):
     results = _run_part("all", tmp_path / "all")
     status = (results / "status.txt").read_text().splitlines()
-    assert [line.split()[0] for line in status] == ["sampler", "train_mfu", "train_seeds", "torch_reference", "patching_sweep", "mistral_forward"]
+    assert [line.split()[0] for line in status] == ["gpu_checkpoint", "gpu_checkpoint_inspect", "sampler", "train_mfu", "train_seeds", "torch_reference", "patching_sweep", "mistral_forward"]
     failed = [line for line in status if " rc=0 " not in line]
     assert not failed, "\n".join(failed + [(results / f"{line.split()[0]}.log").read_text()[-2000:] for line in failed])
     for name in ("sampler", "train_mfu", "train_seeds", "torch_reference"):
         assert json.loads((results / f"{name}.json").read_text()), name
     assert "jax" in (results / "machine.txt").read_text()
     assert "problems/s at batch" in gpu_summary.summary(str(results))
+    # The tiny checkpoint for tests/data/gpu_checkpoint, and what that machine read back from it.
+    written = json.loads((results / "gpu_checkpoint" / "inspect_on_gpu.json").read_text())
+    assert written["step"] == 20 and len(written["seeds"]) == 2
+    assert inspection.inspect_run(str(results / "gpu_checkpoint"))["seeds"][0]["params_sha256"] == written["seeds"][0]["params_sha256"]
 
     results = _run_part("open", tmp_path / "open")
     status = (results / "status.txt").read_text().splitlines()
-    assert [line.split()[0] for line in status] == ["train_mfu", "numerics", "profile", "torch_reference", "train_seeds", "train_small"]
+    assert [line.split()[0] for line in status] == ["gpu_checkpoint", "gpu_checkpoint_inspect", "train_mfu", "numerics", "profile", "torch_reference", "train_seeds", "train_small"]
     failed = [line for line in status if line.split()[0] != "numerics" and " rc=0 " not in line]
     assert not failed, "\n".join(failed + [(results / f"{line.split()[0]}.log").read_text()[-2000:] for line in failed])
     mfu = json.loads((results / "train_mfu.json").read_text())
     assert [v["name"] for v in mfu["variants"]] == ["config", "fp32", "tf32", "bf16mm", "bf16"]
     assert "not supported" in mfu["variants"][2]["error"] and all("step_ms" in v for i, v in enumerate(mfu["variants"]) if i != 2)
-    assert status[1] == f"numerics {gpu_summary.best_flags(str(results / 'train_mfu.json')) or 'as-configured'}"
+    assert status[3] == f"numerics {gpu_summary.best_flags(str(results / 'train_mfu.json')) or 'as-configured'}"
     assert "numerics bf16" in gpu_summary.summary(str(results)) and "- profile (" in gpu_summary.summary(str(results))
 
     # "train_small" after "open" takes the numerics "open" chose.

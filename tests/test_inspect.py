@@ -110,3 +110,21 @@ def test_inspect_attention_draws_a_png(run, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     out = _cli(f"--workdir={workdir}", f"--attention={tmp_path / 'x.png'}", "--seed=99")
     assert out.returncode == 1 and "seed" in out.stderr
+
+
+GPU_CHECKPOINT = os.path.join(REPO, "tests", "data", "gpu_checkpoint")
+
+
+@pytest.mark.skipif(
+    not os.path.isdir(GPU_CHECKPOINT),
+    reason="no checkpoint written on a GPU in tests/data yet: bench/gpu_check.sh open writes one (gpu_checkpoint/ in its archive)",
+)
+def test_the_cpu_reads_a_checkpoint_written_on_a_gpu():
+    with open(os.path.join(GPU_CHECKPOINT, "inspect_on_gpu.json")) as f:
+        on_gpu = json.load(f)  # launch/inspect.py's report, made on the GPU machine right after training
+    out = _cli(f"--workdir={GPU_CHECKPOINT}", "--format=json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert report["step"] == on_gpu["step"] and report["config"] == on_gpu["config"]
+    assert [s["params_sha256"] for s in report["seeds"]] == [s["params_sha256"] for s in on_gpu["seeds"]]
+    assert "NVIDIA" in open(os.path.join(GPU_CHECKPOINT, "machine.txt")).read()

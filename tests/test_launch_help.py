@@ -13,8 +13,8 @@ FLAGS = {
     "inspect.py": ("--workdir", "--step", "--problems", "--format", "--attention"),
     "patch_mistral.py": ("--checkpoint", "--batch_size"),
     "sample.py": ("--num", "--seed", "--depth", "--format", "--out"),
-    "sweep.py": ("--config", "--workdir", "--[no]multihost"),
-    "train.py": ("--config", "--workdir", "--[no]multihost"),
+    "sweep.py": ("--config", "--workdir", "--[no]multihost", "--coordinator_address", "--num_processes", "--process_id"),
+    "train.py": ("--config", "--workdir", "--[no]multihost", "--coordinator_address", "--num_processes", "--process_id"),
 }
 
 

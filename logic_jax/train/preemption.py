@@ -22,6 +22,7 @@ import jax
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # The multi-host sync point wants consecutive, increasing ids, also across the runs of a sweep.
 _sync_ids = itertools.count(1)
+_sync_service_error: RuntimeError | None = None  # set once the service has failed: no more calls
 
 
 class StopRequest:
@@ -67,11 +68,14 @@ class StopRequest:
             from jax.experimental import multihost_utils
 
             # Every host runs the same chunks, so its count of calls is the same.
-            try:
-                if multihost_utils.reached_preemption_sync_point(next(_sync_ids)):
-                    self.signal = signal.SIGTERM
-            except RuntimeError:  # the preemption service is off
-                pass
+            global _sync_service_error
+            if _sync_service_error is None:
+                try:
+                    if multihost_utils.reached_preemption_sync_point(next(_sync_ids)):
+                        self.signal = signal.SIGTERM
+                except RuntimeError as e:  # the preemption service is off (or failed): say so, once
+                    _sync_service_error = e
+                    print(f"warning: a SIGTERM will end this run without a checkpoint: JAX's preemption service: {e}", file=sys.stderr, flush=True)
         return self.signal is not None
 
     @property

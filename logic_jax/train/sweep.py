@@ -17,9 +17,11 @@ import json
 import os
 from typing import Any
 
+import jax
 import numpy as np
 
 from logic_jax.train import config as config_lib
+from logic_jax.train.files import write_json
 from logic_jax.train.state import members_of
 from logic_jax.train.trainer import RunMismatchError, train
 
@@ -93,8 +95,7 @@ def check_sweep_workdir(workdir: str, config) -> None:
         if diffs:
             raise RunMismatchError(f"workdir {workdir} holds a sweep of another config; differing keys: {'; '.join(diffs)}")
     os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(new, f, indent=1)
+    write_json(path, new)
 
 
 def steps_to_perfect(evals: list, member: int) -> int | None:
@@ -175,6 +176,8 @@ def summary_markdown(rows: list[dict]) -> str:
 
 
 def write_summary(rows: list[dict], workdir: str) -> None:
+    if jax.process_index() != 0:  # the other processes of a multi-host sweep share its filesystem
+        return
     with open(os.path.join(workdir, "summary.md"), "w") as f:
         f.write(summary_markdown(rows))
     with open(os.path.join(workdir, "summary.csv"), "w", newline="") as f:

@@ -23,6 +23,7 @@ from absl import logging
 from logic_jax.train import config as config_lib
 from logic_jax.train import evaluate as evaluate_lib
 from logic_jax.train.checkpoint import Checkpointer, CheckpointError
+from logic_jax.train.files import write_json
 from logic_jax.train.metrics import RunLog
 from logic_jax.train.preemption import StopRequest
 from logic_jax.train.state import Member, members_of, stack_members
@@ -132,9 +133,7 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
         return abstract_state(run, program.sharding)
 
     restored = ckpt.restore_latest(abstract_for)
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, RUN_FILE), "w") as f:
-            json.dump(info, f, indent=1)
+    write_json(os.path.join(workdir, RUN_FILE), info)
     if restored is None:
         step, metrics = 0, {"evals": [], "wall_time": 0.0}
         keys, hparams = stack_members(members)

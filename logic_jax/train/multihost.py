@@ -1,0 +1,39 @@
+"""Joining a multi-process run: the ``--multihost`` flags of launch/train.py and launch/sweep.py.
+
+Run the same command once per host (or per GPU), each with ``--multihost``. On Slurm, Open MPI,
+Kubernetes and Cloud TPU, ``jax.distributed.initialize`` finds the other processes by itself;
+elsewhere name the coordinator (process 0's host and a free port), the process count and this
+process's index:
+
+    python launch/train.py --config=configs/small.py --workdir=DIR --multihost \\
+        --coordinator_address=host0:8476 --num_processes=2 --process_id=0   # 1 on the other host
+
+The seed axis is then sharded over the devices of every process; the workdir must be one
+directory that every process sees (a shared filesystem or a bucket). On CPUs the processes talk
+over gloo, so one machine can rehearse a multi-host run (tests/test_multihost.py does).
+"""
+
+from absl import app, flags
+
+MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first: one process per host.")
+COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None, "With --multihost: host:port of process 0 (default: detected, or $JAX_COORDINATOR_ADDRESS)."
+)
+NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --multihost: the number of processes (default: detected).", lower_bound=1)
+PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --multihost: this process's index, 0 to num_processes - 1 (default: detected).", lower_bound=0)
+
+
+def initialize() -> None:
+    """Call ``jax.distributed.initialize`` if ``--multihost``; before anything else touches JAX's devices."""
+    given = [f"--{f.name}" for f in (COORDINATOR_ADDRESS, NUM_PROCESSES, PROCESS_ID) if f.present]
+    if not MULTIHOST.value:
+        if given:
+            raise app.UsageError(f"{', '.join(given)} only apply with --multihost")
+        return
+    if NUM_PROCESSES.value is not None and PROCESS_ID.value is not None and PROCESS_ID.value >= NUM_PROCESSES.value:
+        raise app.UsageError(f"--process_id={PROCESS_ID.value} must be below --num_processes={NUM_PROCESSES.value}")
+    import jax
+
+    jax.distributed.initialize(
+        coordinator_address=COORDINATOR_ADDRESS.value, num_processes=NUM_PROCESSES.value, process_id=PROCESS_ID.value
+    )
