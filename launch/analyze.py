@@ -62,7 +62,8 @@ def main(argv):
         for row in table["rows"]:
             if "check" in row:
                 c = row["check"]
-                print(f"{table['id']}: {row['name']}: paper {row['paper']}, met by {c['met']}/{c['of']} seed(s), mean {row['mean']}")
+                mean = f", mean {row['mean']}" if "mean" in row else ""  # labels (yes/no) have none
+                print(f"{table['id']}: {row['name']}: paper {row['paper']}, met by {c['met']}/{c['of']} seed(s){mean}")
     print(f"wrote {FLAGS.out}/report.md, summary.json and {len(summary['figures'])} figures")
 
 

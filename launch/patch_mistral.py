@@ -45,16 +45,21 @@ flags.DEFINE_string("compilation_cache", None, "Directory of JAX's persistent co
 
 
 def _heads(values):
+    """``--attention_heads`` as (layer, head) pairs; each item must be exactly LAYER.HEAD."""
     if not values:
         return None
-    try:
-        return tuple(tuple(int(x) for x in v.split(".")) for v in values)
-    except ValueError:
-        raise app.UsageError(f"--attention_heads: expected layer.head items like 12.9, got {values}") from None
+    heads = []
+    for item in values:
+        parts = item.split(".")
+        if len(parts) != 2 or not all(part.strip().isdecimal() for part in parts):
+            raise app.UsageError(f"--attention_heads: item {item!r} is not LAYER.HEAD (two non-negative integers, like 12.9)")
+        heads.append((int(parts[0]), int(parts[1])))
+    return tuple(heads)
 
 
 def main(argv: list[str]) -> None:
     del argv
+    attention_heads = _heads(FLAGS.attention_heads)  # a usage error before the slow imports
     if FLAGS.compilation_cache:
         import jax
 
@@ -75,7 +80,7 @@ def main(argv: list[str]) -> None:
         batch_size=FLAGS.batch_size,
         chunk_size=FLAGS.chunk_size or None,
         circuit=FLAGS.circuit,
-        attention_heads=_heads(FLAGS.attention_heads),
+        attention_heads=attention_heads,
         question_op=FLAGS.question_op,
         example_truths=FLAGS.example_truths,
         accuracy=FLAGS.accuracy,

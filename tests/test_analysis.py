@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from logic_jax.analysis import attention, causal, common, figures, lookup, probes, routing
+from logic_jax.analysis import attention, causal, common, figures, lookup, probes, report, routing
 from logic_jax.interp.hooks import Patch
 from logic_jax.interp.interventions import merge_patches
 from logic_jax.interp.pairs import make_pairs
@@ -362,3 +362,31 @@ def test_settings_errors_name_the_field():
     assert common.Settings().layers(3) == (1, 2)
     assert common.layer_name(1) == "layer 2 (blocks.1)"
     assert common.stats([0.5, None, 1.0]) == dict(mean=0.75, std=0.25, min=0.5, max=1.0)
+
+
+def test_analysis_problems_keep_what_the_run_fixed():
+    # A model trained on OR only is analysed on OR only, also when the analysis fixes the query.
+    batch = common.problems(jax.random.PRNGKey(1), ProblemConfig(depth=2, fix_op="or"), 256, query="logop")
+    assert batch.latent.query_logop.all() and not batch.latent.is_and.any()
+    both = common.problems(jax.random.PRNGKey(1), ProblemConfig(depth=2), 256, query="logop")
+    assert 0.3 < both.latent.is_and.mean() < 0.7
+
+
+@pytest.mark.parametrize("logop_first", [True, False])
+def test_position_roles_name_what_each_position_holds(logop_first):
+    batch = common.problems(jax.random.PRNGKey(2), ProblemConfig(depth=DEPTH, fix_logop_chain_first=logop_first), 64)
+    context = common.context(batch)
+    roles = common.position_roles(DEPTH, logop_first)
+    fixed = {"->": fmt.IMPLIES, ".": fmt.DOT, "FACTS": fmt.FACTS, "Q:": fmt.QUESTION, "ANS": fmt.ANSWER}
+    for i, role in enumerate(roles):
+        if role in fixed:
+            assert (context[:, i] == fixed[role]).all(), (i, role)
+        elif role == "OP":
+            assert np.isin(context[:, i], (fmt.AND, fmt.OR)).all(), i
+
+
+def test_a_label_check_counts_the_seeds_that_meet_it():
+    row = report.Row("both bounds on that head", "yes", ["yes", "no", None], "label", check=("=", "yes"))
+    assert row.met() == 1 and row.to_dict()["check"]["met"] == 1
+    table = report.markdown_table(report.Table("t", "title", "claim", "method", [row]), [0, 1, 2])
+    assert "| both bounds on that head | yes | yes | no | n/a |  |  | 1/3 |" in table

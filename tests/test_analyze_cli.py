@@ -62,6 +62,7 @@ def test_analyze_cli_writes_every_table_and_figure(workdir, tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "wrote" in proc.stdout
+    assert "claim3: both bounds on that head: paper yes, met by " in proc.stdout  # the claim's contrast, per seed
 
     summary = json.loads((out / "summary.json").read_text())
     assert [t["id"] for t in summary["tables"]] == list(TABLES)

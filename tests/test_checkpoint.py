@@ -16,7 +16,7 @@ import pytest
 
 from logic_jax.train import trainer
 from logic_jax.train.checkpoint import CheckpointError, Checkpointer
-from train_fixtures import tiny_config, write_config_file
+from train_fixtures import corrupt_files, tiny_config, write_config_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(REPO, "tests")
@@ -103,22 +103,17 @@ def test_signal_stops_after_the_chunk_with_a_checkpoint(tmp_path, sig):
     _assert_bitwise(resumed.state, reference.state)
 
 
-def _corrupt_files(directory):
-    for root, _, files in os.walk(directory):
-        for name in files:
-            path = os.path.join(root, name)
-            size = os.path.getsize(path)
-            with open(path, "wb") as f:
-                f.write(os.urandom(max(size, 8)))
-
-
-@pytest.mark.parametrize("how", ["garbage", "digest"])
+@pytest.mark.parametrize("how", ["garbage", "digest", "run item"])
 def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog, how):
     workdir, reference_dir = str(tmp_path / "run"), str(tmp_path / "reference")
     trainer.train(tiny_config(num_steps=20), workdir)
     assert _committed(workdir) == [10, 20]
     if how == "garbage":
-        _corrupt_files(os.path.join(workdir, "checkpoints", "20", "state"))
+        corrupt_files(os.path.join(workdir, "checkpoints", "20", "state"))
+    elif how == "run item":  # the config and members, torn
+        path = os.path.join(workdir, "checkpoints", "20", "run", "metadata")
+        text = open(path).read()
+        open(path, "w").write(text[: len(text) // 2])
     else:  # a state that restores but is not what was saved
         path = os.path.join(workdir, "checkpoints", "20", "metrics", "metrics")
         metrics = json.load(open(path))
@@ -141,6 +136,13 @@ def test_checkpoints_of_another_run_are_refused(tmp_path):
     os.remove(os.path.join(workdir, trainer.RUN_FILE))  # only the checkpoints say what they hold
     with pytest.raises(trainer.RunMismatchError, match=r"model.d_mlp: 32 -> 64"):
         trainer.train(tiny_config(num_steps=10, **{"model.d_mlp": 64}), workdir)
+
+
+def test_a_url_workdir_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match="workdir gs://bucket/run: URLs are not supported"):
+        trainer.train(tiny_config(), "gs://bucket/run")
+    assert not os.listdir(tmp_path)
 
 
 def test_missing_and_foreign_checkpoint_directories(tmp_path):

@@ -98,8 +98,12 @@ def test_inspect_errors(run, tmp_path):
     bad.write_text(json.dumps(dict(answer=[fmt.EOS])) + "\n")
     with pytest.raises(evaluate_lib.ProblemsFileError, match=r"record 1: needs 'context' and 'answer'"):
         inspection.inspect_run(workdir, problems_file=str(bad))
+    with pytest.raises(ValueError, match="num_problems must be at least 1, got 0"):
+        inspection.inspect_run(workdir, num_problems=0)
     out = _cli(f"--workdir={tmp_path / 'missing'}")
     assert out.returncode == 1 and "no such workdir" in out.stderr
+    out = _cli(f"--workdir={workdir}", "--num_problems=-1")
+    assert out.returncode != 0 and "--num_problems" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_inspect_attention_draws_a_png(run, tmp_path):

@@ -100,6 +100,11 @@ def test_per_example_positions(params, tokens, runs):
     _, ablated = iv.run_with_cache(FORWARD, params, tokens[0], [site], patches=iv.zero_ablate(site, cache[site], positions=pos))
     expected = cache[site].at[jnp.arange(B), jnp.arange(B) + 2].set(0.0)
     np.testing.assert_array_equal(ablated[site], expected)
+    # Mean ablation at per-example positions: each example's own position gets the batch mean there.
+    _, ablated = iv.run_with_cache(FORWARD, params, tokens[0], [site], patches=iv.mean_ablate(cache, site, positions=pos))
+    mean = cache[site].mean(0)
+    expected = cache[site].at[jnp.arange(B), jnp.arange(B) + 2].set(mean[jnp.arange(B) + 2])
+    np.testing.assert_allclose(ablated[site], expected, atol=1e-6)
 
 
 def test_mean_ablation_and_steering(params, tokens, runs):

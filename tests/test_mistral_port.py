@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import struct
 import subprocess
 import sys
 import tracemalloc
@@ -66,6 +68,15 @@ def v03_checkpoint(tmp_path_factory):
     )
     edit_config(directory, drop=["rope_parameters"], rope_theta=1e6)
     return directory, model
+
+
+@pytest.fixture(scope="module")
+def single_file_checkpoint(tmp_path_factory):
+    """The GQA model as one model.safetensors (no index)."""
+    directory = tmp_path_factory.mktemp("single_file")
+    write_tiny_checkpoint(directory, max_shard_size="5MB")
+    assert not (directory / "model.safetensors.index.json").exists()
+    return directory
 
 
 def tokens_for(vocab_size: int, batch: int = 2, seq: int = SEQ, seed: int = 0) -> np.ndarray:
@@ -170,7 +181,7 @@ def test_sites_are_exactly_what_forward_calls(gqa_checkpoint):
     model = mistral.Mistral(config, rngs=nnx.Rngs(0))
     hooks = Hooks(known=model.sites())
     model(tokens_for(config.vocab_size), hooks)
-    assert hooks.seen == set(model.sites())
+    assert sorted(hooks.seen) == sorted(model.sites())  # each exactly once
     assert "hook_embed" in hooks.seen and "hook_pos_embed" not in hooks.seen
     with pytest.raises(KeyError, match="hook_pos_embed"):
         mistral.make_forward(config)(params, tokens_for(config.vocab_size), cache=("hook_pos_embed",))
@@ -302,6 +313,78 @@ def test_missing_shard_and_missing_directory_are_named(gqa_checkpoint, tmp_path)
         mistral.load_params(tmp_path / "nowhere")
 
 
+def _rewrite_header(path: Path, edit) -> None:
+    """Rewrite a safetensors file with ``edit(header)`` applied to its JSON header, the data unchanged."""
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    edit(header)
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + length :])
+
+
+def _first_tensor(header: dict) -> str:
+    return min((name for name in header if name != "__metadata__"), key=lambda name: header[name]["data_offsets"][0])
+
+
+def test_trailing_bytes_are_named(single_file_checkpoint, tmp_path):
+    directory = copy_checkpoint(single_file_checkpoint, tmp_path / "ckpt")
+    with open(directory / "model.safetensors", "ab") as f:
+        f.write(bytes(64))
+    with pytest.raises(mistral.CheckpointError, match=r"model\.safetensors: 64 trailing bytes"):
+        mistral.load_params(directory)
+
+
+def test_file_that_safe_open_refuses_is_named(single_file_checkpoint, tmp_path):
+    # Our header checks pass (same tensors, same end of data) but the first tensor starts 4
+    # bytes late: only safetensors' own parser, at safe_open, sees it.
+    directory = copy_checkpoint(single_file_checkpoint, tmp_path / "ckpt")
+    _rewrite_header(directory / "model.safetensors", lambda h: h[_first_tensor(h)]["data_offsets"].__setitem__(0, 4))
+    with pytest.raises(mistral.CheckpointError, match=r"model\.safetensors: cannot open as safetensors .*invalid offset"):
+        mistral.load_params(directory)
+
+
+def _drop_data_offsets(directory: Path) -> str:
+    shard = shard_files(directory)[0]
+    _rewrite_header(shard, lambda h: h[_first_tensor(h)].pop("data_offsets"))
+    return rf"{shard.name}: corrupt safetensors header: tensor '[\w.]+' lacks .*data_offsets"
+
+
+def _weight_map_as_list(directory: Path) -> str:
+    index_path = directory / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    index["weight_map"] = sorted(index["weight_map"])
+    index_path.write_text(json.dumps(index))
+    return r"model\.safetensors\.index\.json: not a safetensors index with a 'weight_map'.*'weight_map' is a list"
+
+
+def _config_as_list(directory: Path) -> str:
+    (directory / "config.json").write_text(json.dumps([json.loads((directory / "config.json").read_text())]))
+    return r"config\.json: a JSON list, not an object of config fields"
+
+
+@pytest.mark.parametrize("corrupt", [_drop_data_offsets, _weight_map_as_list, _config_as_list])
+def test_malformed_structures_are_named(gqa_checkpoint, tmp_path, corrupt):
+    directory = copy_checkpoint(gqa_checkpoint[0], tmp_path / "ckpt")
+    with pytest.raises(mistral.CheckpointError, match=corrupt(directory)):
+        mistral.load_params(directory)
+
+
+def test_absent_num_key_value_heads_means_transformers_default(tmp_path):
+    from transformers import MistralConfig as HFConfig
+
+    model = write_tiny_checkpoint(tmp_path, num_attention_heads=8, num_key_value_heads=8, head_dim=None)
+    edit_config(tmp_path, drop=["num_key_value_heads"])
+    assert "num_key_value_heads" not in json.loads((tmp_path / "config.json").read_text())
+    assert HFConfig.from_pretrained(str(tmp_path)).num_key_value_heads == 8  # transformers' default
+    config, params = mistral.load_params(tmp_path, dtype=jnp.float32)
+    assert config.num_kv_heads == 8 and config.num_heads == 8
+    assert mistral.config_from_hf(HFConfig.from_pretrained(str(tmp_path)).to_dict()) == config
+    tokens = tokens_for(config.vocab_size)
+    logits, _ = mistral.make_forward(config)(params, tokens)
+    np.testing.assert_allclose(np.asarray(logits), torch_reference(model, tokens)[0], **F32_TOL)
+
+
 @pytest.mark.parametrize(
     "changes, field",
     [
@@ -352,6 +435,26 @@ def test_tokenizer_from_directory_and_vocab_mismatch(gqa_checkpoint, tmp_path):
     write_word_tokenizer(directory, vocab_size=100)
     with pytest.raises(mistral.TokenizerMismatchError, match="100 tokens"):
         load_tokenizer(directory, config, "directory")
+
+
+def test_tokenizer_config_alone_is_not_a_tokenizer(gqa_checkpoint, tmp_path):
+    directory = copy_checkpoint(gqa_checkpoint[0], tmp_path / "ckpt")
+    config = mistral.read_config(directory)
+    write_word_tokenizer(directory, vocab_size=128)
+    (directory / "tokenizer.json").unlink()  # settings left, no vocabulary
+    with pytest.raises(mistral.CheckpointError, match=rf"{re.escape(str(directory))}: no tokenizer file \(tokenizer\.json or tokenizer\.model"):
+        load_tokenizer(directory, config, "directory")
+    with pytest.raises(mistral.TokenizerMismatchError, match="32000 tokens"):
+        load_tokenizer(directory, config, "auto")  # not the directory's: mistral-common's v1
+    (directory / "tokenizer.json").write_text("{not json")
+    with pytest.raises(mistral.CheckpointError, match=rf"{re.escape(str(directory))}: transformers cannot load the tokenizer there"):
+        load_tokenizer(directory, config, "auto")
+    result = subprocess.run(  # the CLI reports it as an error, not a traceback
+        [sys.executable, str(REPO / "launch" / "generate.py"), f"--checkpoint={directory}", "--prompt=hi"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"error: {directory}: transformers cannot load the tokenizer there" in result.stderr
 
 
 def test_shipped_tokenizers_fit_v01_and_v03_vocabularies(v03_checkpoint):
@@ -408,6 +511,16 @@ def test_generate_cli_reports_missing_directory(tmp_path):
     )
     assert result.returncode != 0
     assert "does not exist" in result.stderr
+
+
+def test_too_long_prompt_fails_before_any_weight_is_read(v01_checkpoint, tmp_path):
+    directory = tmp_path / "ckpt"
+    directory.mkdir()
+    shutil.copy(v01_checkpoint[0] / "config.json", directory)
+    (directory / "model.safetensors").write_bytes(bytes(64))  # would be "corrupt safetensors header"
+    prompt = "The capital of France is " * 50  # > 256 tokens (max_position_embeddings) with the new ones
+    with pytest.raises(mistral.CheckpointError, match=r"prompt \(\d+ tokens\) \+ max_new_tokens \(8\) exceeds max_position_embeddings=256 in .*config\.json"):
+        generate_text(directory, [prompt], max_new_tokens=8, dtype="float32", tokenizer="mistral_v1")
 
 
 @pytest.mark.parametrize("preset", ["mistral_7b_v01", "mistral_7b_v03", "small"])

@@ -94,7 +94,33 @@ def test_patching_with_clean_values_changes_nothing(tiny):
     for name in ("head_z", "resid"):
         out = sweeps.run_sweep(name, config, params, prep, metric, chunk_size=None)
         np.testing.assert_allclose(out, np.full_like(out, clean), **TOL, err_msg=name)
-    np.testing.assert_allclose(sweeps.run_attribution(config, params, prep, metric), 0.0, atol=1e-6)
+
+
+def test_attribution_ranks_heads_as_exact_patching(tmp_path):
+    """run_attribution's head_z estimates against run_sweep's exact effects on a real query pair batch.
+
+    Not on the ``tiny`` model: its initializer (0.15, for patterns far from uniform) makes the
+    clean -> counterfactual change far from linear, and there attribution is only a rough screen
+    (rank correlation 0.95 on seed 0, 0.76 on seed 1). With transformers' usual 0.02 the model is
+    close to linear over that change, so the first-order estimate should be nearly the whole
+    effect: rank correlation 1.0, 1.0, 1.0, 0.98 and Pearson >= 0.99 on seeds 0-3, 3 pairs. A
+    wrong site, sign, head order or gradient (e.g. of a wrong metric) breaks both correlations.
+    """
+    from scipy import stats
+
+    write_tiny_checkpoint(tmp_path, vocab_size=32000, max_shard_size="5MB", initializer_range=0.02)
+    config, params = mistral.load_params(tmp_path, jnp.float32)
+    pairs = build_pairs(0, 3, PromptConfig(shots=1))
+    tokenized = tokenize_pairs(mistral.load_tokenizer(tmp_path, config), pairs, positions=P)
+    batch = jax.tree.map(jnp.asarray, make_batches(pairs, tokenized, 3)[0])
+    prep = sweeps.prepare(config, params, batch, positions=P, cf_sites=sweeps.sweep_sites(config.num_layers, ("head_z",)))
+    metric = sweeps.metric_of(batch)
+    exact = sweeps.run_sweep("head_z", config, params, prep, metric, chunk_size=None) - float(metric(prep.clean_logits[:, None]))
+    attributed = sweeps.run_attribution(config, params, prep, metric)
+    assert attributed.shape == exact.shape == (config.num_layers, config.num_heads)
+    assert np.ptp(exact) > 0.05  # the heads' effects differ, so there is a ranking to agree on
+    assert stats.spearmanr(exact.ravel(), attributed.ravel())[0] > 0.9, (exact, attributed)
+    assert np.corrcoef(exact.ravel(), attributed.ravel())[0, 1] > 0.95, (exact, attributed)
 
 
 def test_full_patching_reproduces_the_counterfactual(tiny, prepared):
@@ -176,6 +202,14 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)  # one CPU device is plenty
     return subprocess.run([sys.executable, str(REPO / "launch" / "patch_mistral.py"), *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.parametrize("heads, bad", [("12", "'12'"), ("0.1,1.2.3", "'1.2.3'"), ("0.x", "'0.x'")])
+def test_attention_heads_must_be_layer_dot_head(tmp_path, heads, bad):
+    proc = run_cli(f"--checkpoint={tmp_path / 'nowhere'}", f"--out={tmp_path / 'out'}", f"--attention_heads={heads}")
+    assert proc.returncode != 0
+    assert f"--attention_heads: item {bad} is not LAYER.HEAD" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow  # ~80 s on 2 shared cores: a dozen compilations

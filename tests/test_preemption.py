@@ -49,24 +49,3 @@ def test_sigterm_is_caught_too():
         _deliver(signal.SIGTERM)  # without the handler this would end the test process
         assert stop.requested() and stop.name == "SIGTERM"
 
-
-def test_a_failing_preemption_service_is_reported_once_and_not_asked_again(monkeypatch, capsys):
-    # Several processes whose JAX preemption service is off: each chunk's check would fail.
-    from jax.experimental import multihost_utils
-
-    from logic_jax.train import preemption
-
-    calls = []
-
-    def unavailable(step_id):
-        calls.append(step_id)
-        raise RuntimeError("Preemption sync manager has not been initialized")
-
-    monkeypatch.setattr(preemption.jax, "process_count", lambda: 2)
-    monkeypatch.setattr(multihost_utils, "reached_preemption_sync_point", unavailable)
-    monkeypatch.setattr(preemption, "_sync_service_error", None)
-    with StopRequest() as stop:
-        assert not stop.requested() and not stop.requested()
-    assert len(calls) == 1
-    err = capsys.readouterr().err
-    assert err.count("warning: a SIGTERM will end this run without a checkpoint") == 1 and "not been initialized" in err

@@ -105,3 +105,9 @@ def test_a_signal_stops_the_sweep_after_the_group_and_a_rerun_finishes_it(tmp_pa
     assert os.listdir(tmp_path / "groups") == ["g0"]  # the second group was not started
     rows, stopped_by = sweep.run_sweep(c, str(tmp_path))
     assert stopped_by is None and [(r["group"], r["step"]) for r in rows] == [(0, 60), (1, 60)]
+
+
+def test_steps_to_100_is_the_first_evaluation_with_every_seed_perfect():
+    evals = [(100, [dict(exact=1.0), dict(exact=0.9)]), (200, [dict(exact=0.98), dict(exact=1.0)]), (300, [dict(exact=1.0), dict(exact=1.0)])]
+    assert sweep.steps_to_perfect(evals, [0, 1]) == 300  # not 200: no seed may slip back
+    assert sweep.steps_to_perfect(evals, [0]) == 100 and sweep.steps_to_perfect(evals[:2], [0, 1]) is None

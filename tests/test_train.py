@@ -2,6 +2,8 @@
 
 import json
 import os
+import struct
+import time
 
 import jax
 import jax.numpy as jnp
@@ -77,6 +79,32 @@ def test_eight_devices_equal_one(eight_on_one):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
 
 
+def _tensorboard_steps(logdir, tag):
+    """The steps of scalar ``tag`` that TensorBoard shows: event files in order; a restart's
+    SessionLog START at step P hides the earlier events at steps >= P."""
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+    steps = []
+    for name in sorted(os.listdir(logdir)):
+        data = open(os.path.join(logdir, name), "rb").read()
+        i = 0
+        while i < len(data):  # TFRecords: length (8 bytes), its crc (4), the event, its crc (4)
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            event = Event.FromString(data[i + 12 : i + 12 + n])
+            i += 16 + n
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                steps = [s for s in steps if s < event.step]
+            steps += [event.step for v in event.summary.value if v.tag == tag]
+    return steps
+
+
+def test_resume_keeps_the_checkpoint_steps_tensorboard_points(tmp_path):
+    trainer.train(tiny_config(num_steps=10), str(tmp_path))
+    time.sleep(1.1)  # event files are named by the second they start in, and read in name order
+    trainer.train(tiny_config(num_steps=20), str(tmp_path))  # resumes from step 10
+    assert _tensorboard_steps(str(tmp_path / "tensorboard"), "train/loss_mean") == [10, 20]
+
+
 def test_schedule_warmup_and_decay():
     hp = dict(lr=1.0, warmup_steps=10.0, decay_steps=110.0, end_lr_frac=0.1)
     lr = state_lib.schedule(hp)
@@ -102,12 +130,20 @@ def test_train_writes_logs_and_evaluates(tmp_path):
     assert again.step == 20 and _leaves_equal(jax.tree.map(np.asarray, again.state.params), jax.tree.map(np.asarray, result.state.params))
 
 
-def test_nan_stops_with_the_seed_and_step(tmp_path):
-    config = tiny_config(num_seeds=2, num_steps=40)
+@pytest.mark.parametrize(
+    "steps_per_call, match",
+    [
+        (10, r"non-finite loss \S+ at training step 1 for seed index 1 "),  # the next step's loss shows it
+        (1, r"non-finite parameters after training step 0 for seed index 1 "),  # a one-step chunk: only the parameters do
+    ],
+)
+def test_divergence_stops_naming_the_seed_and_step_and_saves_nothing(tmp_path, steps_per_call, match):
+    # lr = inf for seed 1: its first update makes its parameters infinite; its first loss is finite.
+    config = tiny_config(num_seeds=2, num_steps=40, steps_per_call=steps_per_call, checkpoint_every=steps_per_call)
     members = state_lib.members_of(config)
     bad = dict(members[1].optim, lr=float("inf"))
     members[1] = state_lib.Member(members[1].seed, members[1].index, tuple(sorted(bad.items())))
-    with pytest.raises(trainer.TrainingDivergedError, match=r"at training step 1 for seed index 1 .*no checkpoint was saved"):
+    with pytest.raises(trainer.TrainingDivergedError, match=match + r".*no checkpoint was saved"):
         trainer.train(config, str(tmp_path), members=members)
     assert not os.listdir(tmp_path / "checkpoints")
 
@@ -167,6 +203,8 @@ def test_decode_stops_at_eos_and_scores():
         (dict(num_seeds=0), "num_seeds"),
         (dict(**{"problem.depth": 1}), "depth"),
         (dict(**{"optim.b2": 1.5}), "optim.b2"),
+        (dict(**{"optim.clip_norm": 0.0}), "optim.clip_norm': must be > 0"),  # would zero every gradient
+        (dict(**{"optim.lr": float("nan")}), "optim.lr': must be a finite number"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, overrides, match):

@@ -1,5 +1,7 @@
 """Tiny trainer configs for the tests: 1 layer, d_model 16, depth 2, a few steps."""
 
+import os
+
 from logic_jax.train.config import base_config
 
 
@@ -41,3 +43,13 @@ def write_config_file(path, tests_dir, **overrides):
     with open(path, "w") as f:
         f.write(CONFIG_FILE.format(tests=str(tests_dir), overrides=overrides))
     return str(path)
+
+
+def corrupt_files(directory):
+    """Overwrite every file under ``directory`` with random bytes of the same size (a damaged disk)."""
+    for root, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            size = os.path.getsize(path)
+            with open(path, "wb") as f:
+                f.write(os.urandom(max(size, 8)))

@@ -76,8 +76,9 @@ def layer_name(block: int) -> str:
 # --- Problems ---------------------------------------------------------------------------------
 def problems(key: jax.Array, cfg: ProblemConfig, n: int, query: str | None = None, op: str | None = None) -> Batch:
     """``n`` problems of ``cfg``, the query chain ("logop"/"linear") and operator ("or"/"and") optionally fixed."""
+    # What the run's config fixed stays fixed (a model trained on OR only is analysed on OR only).
     if query is not None or op is not None:
-        cfg = dataclasses.replace(cfg, fix_query=query, fix_op=op)
+        cfg = dataclasses.replace(cfg, fix_query=cfg.fix_query if query is None else query, fix_op=cfg.fix_op if op is None else op)
     return host(sample(key, cfg, n))
 
 
@@ -185,18 +186,18 @@ def token_labels(tokens: Sequence[int]) -> list[str]:
     return [short.get(int(t), fmt.TOKEN_NAMES.get(int(t), str(int(t)))) for t in tokens]
 
 
-def position_roles(depth: int) -> list[str]:
-    """What each context position holds when the LogOp chain's rules come first (``fix_logop_chain_first``).
+def position_roles(depth: int, logop_first: bool = True) -> list[str]:
+    """What each context position holds when the chains' order is fixed (``fix_logop_chain_first``).
 
     Letters by chain slot (a_i, b_i, c_i; x OP y the LogOp rule's operands, in random order),
     facts by written slot (their order is random).
     """
-    roles: list[str] = []
+    logop: list[str] = []
     for i in range(depth - 2):
-        roles += [f"a{i}", "->", f"a{i + 1}", ".", f"b{i}", "->", f"b{i + 1}", "."]
-    roles += ["x", "OP", "y", "->", f"a{depth - 1}", "."]
-    for i in range(depth - 1):
-        roles += [f"c{i}", "->", f"c{i + 1}", "."]
+        logop += [f"a{i}", "->", f"a{i + 1}", ".", f"b{i}", "->", f"b{i + 1}", "."]
+    logop += ["x", "OP", "y", "->", f"a{depth - 1}", "."]
+    linear = [role for i in range(depth - 1) for role in (f"c{i}", "->", f"c{i + 1}", ".")]
+    roles = logop + linear if logop_first else linear + logop
     roles.append("FACTS")
     for k in range(1, 4):
         roles += [f"fact{k}", "T/F", "."]

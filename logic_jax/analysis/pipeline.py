@@ -55,9 +55,11 @@ def make_problems(problem_cfg: ProblemConfig, settings: common.Settings) -> Prob
         routing_parts.append(r)
     logop_cfg = dataclasses.replace(problem_cfg, fix_query="logop")
     route_pairs = common.host(pairs_lib.make_pairs(key("route_pairs"), logop_cfg, s.n_patch, "query"))
-    # Patching pairs write the LogOp chain first, so that a position means the same in every pair
-    # (the layer x position maps average over pairs); only the fact order still varies.
-    aligned = (lambda c: c) if problem_cfg.shuffle_rules else (lambda c: dataclasses.replace(c, fix_logop_chain_first=True))  # noqa: E731
+    # Patching pairs write the chains in one order (the LogOp chain first, unless the run fixed
+    # another), so that a position means the same in every pair (the layer x position maps
+    # average over pairs); only the fact order still varies.
+    fixed_order = problem_cfg.shuffle_rules or problem_cfg.fix_logop_chain_first is not None
+    aligned = (lambda c: c) if fixed_order else (lambda c: dataclasses.replace(c, fix_logop_chain_first=True))  # noqa: E731
     patch_pairs = common.host({
         "query": pairs_lib.make_pairs(key("pairs/query"), aligned(problem_cfg), s.n_patch, "query"),
         "fact": pairs_lib.make_pairs(key("pairs/fact"), aligned(logop_cfg), s.n_patch, "fact", differing_only=True),
@@ -124,7 +126,8 @@ def _position_labels(batch: Batch, problem_cfg: ProblemConfig) -> list[str]:
     n = common.context(batch).shape[1]
     if problem_cfg.shuffle_rules:
         return [str(i) for i in range(n)]
-    return [f"{i}:{r}" for i, r in enumerate(common.position_roles(problem_cfg.depth))]
+    roles = common.position_roles(problem_cfg.depth, logop_first=problem_cfg.fix_logop_chain_first is not False)
+    return [f"{i}:{r}" for i, r in enumerate(roles)]
 
 
 def draw(out_dir: str, results: list[dict], seeds: list[int], data: Problems, model_cfg: gpt.GPTConfig, problem_cfg: ProblemConfig, settings: common.Settings) -> dict[str, str]:

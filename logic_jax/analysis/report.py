@@ -17,7 +17,7 @@ class Row:
     paper: str  # the paper's number or statement ("—" when it has none)
     values: list  # one per seed: float, or str for labels (head names)
     kind: str = "pct"  # "pct" | "num" | "label"
-    check: tuple[str, float] | None = None  # (">" or "<", threshold): the paper's bound, per seed
+    check: tuple[str, Any] | None = None  # (">" or "<", threshold), or ("=", label): the paper's bound, per seed
 
     def to_dict(self) -> dict:
         d = dict(name=self.name, paper=self.paper, kind=self.kind, values=common.to_json(self.values))
@@ -31,6 +31,8 @@ class Row:
         if self.check is None:
             return None
         op, t = self.check
+        if op == "=":
+            return sum(v == t for v in self.values)
         ok = [v is not None and np.isfinite(v) and (v > t if op == ">" else v < t) for v in self.values]
         return int(sum(ok))
 
@@ -107,7 +109,10 @@ def tables(results: list[dict], seeds: Sequence[int], meta: dict) -> list[Table]
     rows = [
         Row(f"reading head of {L3}", "—", [f"h{int(v)}" for v in c3("head")], "label"),
         Row("linear queries: reading head's attention ANSWER→QUERY", "> 90%", c3("linear_head"), check=(">", 0.9)),
-        Row("LogOp queries: the same head's attention ANSWER→QUERY", "< 5%", c3("logop_head"), check=("<", 0.05)),
+        Row("LogOp queries: the same head's attention ANSWER→QUERY", "< 5%", c3("logop_head")),
+        # The claim is the contrast on one head: a head that never reads QUERY is not "< 5%" met.
+        Row("both bounds on that head", "yes", [None if None in (lin, lo) else "yes" if lin > 0.9 and lo < 0.05 else "no"
+                                               for lin, lo in zip(c3("linear_head"), c3("logop_head"))], "label", check=("=", "yes")),
         Row("linear queries: mean over heads", "—", c3("linear_mean")),
         Row("LogOp queries: mean over heads", "—", c3("logop_mean")),
     ]

@@ -89,12 +89,12 @@ class Hooks:
         self.patches = dict(patches or {})
         self.cache_names = tuple(cache)
         self.cache: dict[str, Array] = {}
-        self.seen: set[str] = set()
+        self.seen: list[str] = []  # every call, in order (a site called twice would be patched twice)
         if known is not None:
             check_sites(set(self.patches) | set(self.cache_names), known)
 
     def __call__(self, name: str, x: Array) -> Array:
-        self.seen.add(name)
+        self.seen.append(name)
         if name in self.patches:
             x = self.patches[name].apply(x)
         if name in self.cache_names:

@@ -208,7 +208,9 @@ def mean_ablate(cache: Mapping[str, Array], site: str, positions: Any = None, he
     if site not in cache:
         raise KeyError(f"site {site!r} is not in the cache (cached: {sorted(cache)}); run_with_cache it first")
     mean = jnp.mean(cache[site], axis=0, keepdims=True)
-    return {site: Patch(value=mean, mask=selection_mask(site, mean, positions, heads))}
+    # Positions per example ([B, n] ints or a [B, L] mask) select within the patched batch of B.
+    shape = mean.shape if positions is None or np.ndim(positions) < 2 else (np.shape(positions)[0],) + mean.shape[1:]
+    return {site: Patch(value=mean, mask=selection_mask(site, shape, positions, heads))}
 
 
 def steer(site: str, vector: Array, like: Any, positions: Any = None, heads: Any = None, scale: float = 1.0) -> dict[str, Patch]:

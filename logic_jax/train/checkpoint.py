@@ -31,8 +31,14 @@ class CheckpointError(ValueError):
     """A missing, foreign or unreadable checkpoint directory; the message names it."""
 
 
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint of ours that cannot be read back (torn by a kill, damaged on disk)."""
+
+
 def checkpoint_dir(workdir: str) -> str:
     """``<workdir>/checkpoints``; a path that already is a checkpoint directory is kept."""
+    if "://" in str(workdir):
+        raise CheckpointError(f"workdir {workdir}: URLs are not supported; use a path (on a shared filesystem for several hosts)")
     workdir = os.path.abspath(workdir)
     if os.path.basename(workdir.rstrip("/")) == CHECKPOINT_DIR:
         return workdir
@@ -89,11 +95,17 @@ class Checkpointer:
         self.manager.save(step, args=args)
 
     def read_run(self, step: int) -> dict:
-        """The run item (config and members) of one step; foreign checkpoints raise."""
+        """The run item (config and members) of one step; foreign checkpoints raise.
+
+        A checkpoint without a run item is foreign (CheckpointError); one whose run item
+        cannot be read is damaged (CorruptCheckpointError: the caller may fall back).
+        """
+        if not os.path.isdir(os.path.join(self.directory, str(step), "run")):
+            raise CheckpointError(f"{self.directory}/{step}: not a logic_jax training checkpoint (it has no 'run' item)")
         try:
             run = self.manager.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore()))["run"]
         except Exception as e:  # noqa: BLE001 - orbax raises many types; name the directory
-            raise CheckpointError(f"{self.directory}/{step}: not a logic_jax training checkpoint ({type(e).__name__}: {e})") from None
+            raise CorruptCheckpointError(f"{self.directory}/{step}: its run item cannot be read ({type(e).__name__}: {e})") from None
         if not isinstance(run, dict) or run.get("format") != FORMAT:
             raise CheckpointError(f"{self.directory}/{step}: not a logic_jax training checkpoint (format {run.get('format') if isinstance(run, dict) else None!r}, expected {FORMAT!r})")
         return run
@@ -108,8 +120,8 @@ class Checkpointer:
             ),
         )
         expected = restored["metrics"].get("state_sha256")
-        actual = digest(restored["state"]) if expected else None
-        if expected and actual != expected:
+        actual = digest(restored["state"]) if expected else None  # None: spread over several processes
+        if expected and actual is not None and actual != expected:
             raise CheckpointError(f"{self.directory}/{step}: state digest {actual} differs from the saved {expected}")
         return serialization.from_state_dict(abstract_state, restored["state"]), restored["run"], restored["metrics"]
 
@@ -124,7 +136,14 @@ class Checkpointer:
         if step is not None and step not in self.steps():
             raise CheckpointError(f"{self.directory}: no checkpoint at step {step} (steps: {self.steps()})")
         for s in reversed(steps):
-            abstract = abstract_for(self.read_run(s))  # a foreign run raises here, never skipped
+            try:
+                run = self.read_run(s)
+            except CorruptCheckpointError as e:
+                if step is not None:
+                    raise
+                self._skip(s, str(e))
+                continue
+            abstract = abstract_for(run)  # a foreign run raises here, never skipped
             try:
                 state, run, metrics = self.restore(s, abstract)
             except CheckpointError as e:  # digest mismatch
@@ -142,16 +161,22 @@ class Checkpointer:
 
     def _skip(self, step: int, why: str) -> None:
         logging.warning("checkpoint %s/%d is corrupted or half-written (%s); using the previous one", self.directory, step, why)
-        if self.read_only or jax.process_index() != 0:
+        if self.read_only:
             return
-        # Move it aside: the resumed run will save this step again.
+        # Move it aside (process 0; the others share its filesystem): the resumed run will save
+        # this step again, and every process must see it gone before orbax's next save.
         aside = os.path.join(os.path.dirname(self.directory), CORRUPT_DIR, str(step))
-        if os.path.exists(aside):
-            shutil.rmtree(aside)
-        os.makedirs(os.path.dirname(aside), exist_ok=True)
-        shutil.move(os.path.join(self.directory, str(step)), aside)
+        if jax.process_index() == 0:
+            if os.path.exists(aside):
+                shutil.rmtree(aside)
+            os.makedirs(os.path.dirname(aside), exist_ok=True)
+            shutil.move(os.path.join(self.directory, str(step)), aside)
+            logging.warning("moved the corrupted checkpoint to %s", aside)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"logic_jax: checkpoint {step} moved aside")
         self.manager.reload()
-        logging.warning("moved the corrupted checkpoint to %s", aside)
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Mapping
 
 import ml_collections
@@ -116,8 +117,10 @@ def check(config, *, extra_keys: tuple[str, ...] = ()) -> None:
         if not isinstance(o[key], int) or o[key] < 0:
             raise ConfigError(f"config key 'optim.{key}': must be an integer >= 0, got {o[key]!r}")
     for key in ("lr", "weight_decay", "eps", "clip_norm", "end_lr_frac"):
-        if not isinstance(o[key], (int, float)) or o[key] < 0:
-            raise ConfigError(f"config key 'optim.{key}': must be a number >= 0, got {o[key]!r}")
+        if not isinstance(o[key], (int, float)) or not math.isfinite(o[key]) or o[key] < 0:
+            raise ConfigError(f"config key 'optim.{key}': must be a finite number >= 0, got {o[key]!r}")
+    if o["clip_norm"] == 0:  # clip_by_global_norm(0) zeroes every gradient
+        raise ConfigError("config key 'optim.clip_norm': must be > 0 (the global norm gradients are clipped to), got 0")
     for key in ("b1", "b2"):
         if not 0 <= o[key] < 1:
             raise ConfigError(f"config key 'optim.{key}': must be in [0, 1), got {o[key]!r}")

@@ -56,7 +56,9 @@ def inspect_run(workdir: str, step: int | None = None, problems_file: str | None
         problems = read_problems_file(problems_file, problem_cfg.depth)
         source = dict(kind="file", path=os.path.abspath(problems_file), n=len(problems))
     else:
-        n = num_problems or config["eval_size"]
+        n = config["eval_size"] if num_problems is None else num_problems
+        if n < 1:
+            raise ValueError(f"num_problems must be at least 1, got {n}")
         problems = evaluate_lib.fresh_problems(eval_key(config), problem_cfg, n)
         source = dict(kind="fresh", n=n, note="the trainer's held-out evaluation problems (eval key of the config's seed)")
     evaluate = evaluate_lib.make_evaluate(model_cfg, problem_cfg.context_len, None, batch=min(len(problems), 1024))
@@ -121,7 +123,7 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "The run's --workdir (or its checkpoints/ directory).")
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest good one).")
     flags.DEFINE_string("problems", None, "JSONL file of problems (context, answer); default: fresh held-out problems.")
-    flags.DEFINE_integer("num_problems", None, "Fresh problems to evaluate (default: the config's eval_size).")
+    flags.DEFINE_integer("num_problems", None, "Fresh problems to evaluate (default: the config's eval_size).", lower_bound=1)
     flags.DEFINE_enum("format", "text", ["text", "json"], "Output format.")
     flags.DEFINE_string("attention", None, "Instead of evaluating: draw the attention of --seed on a problem to this PNG.")
     flags.DEFINE_integer("seed", 0, "Seed index for --attention.")

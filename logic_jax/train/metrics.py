@@ -65,7 +65,8 @@ class RunLog:
             f.writelines(json.dumps(r) + "\n" for r in kept)
         from tensorboardX import SummaryWriter
 
-        self.writer = SummaryWriter(os.path.join(workdir, TB_DIR), purge_step=start_step if start_step > 0 else None)
+        # purge_step T hides events at steps >= T; those at the checkpoint's own step stay.
+        self.writer = SummaryWriter(os.path.join(workdir, TB_DIR), purge_step=start_step + 1 if start_step > 0 else None)
         if progress:
             from tqdm import tqdm
 

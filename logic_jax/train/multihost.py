@@ -9,7 +9,7 @@ process's index:
         --coordinator_address=host0:8476 --num_processes=2 --process_id=0   # 1 on the other host
 
 The seed axis is then sharded over the devices of every process; the workdir must be one
-directory that every process sees (a shared filesystem or a bucket). On CPUs the processes talk
+directory that every process sees (a path on a shared filesystem). On CPUs the processes talk
 over gloo, so one machine can rehearse a multi-host run (tests/test_multihost.py does).
 """
 
@@ -34,6 +34,9 @@ def initialize() -> None:
         raise app.UsageError(f"--process_id={PROCESS_ID.value} must be below --num_processes={NUM_PROCESSES.value}")
     import jax
 
+    # Signals are the trainer's (preemption.StopRequest): JAX's preemption service would catch
+    # SIGTERM first, and orbax's saves share its sync-point counter, so the hosts never agree.
+    jax.config.update("jax_enable_preemption_service", False)
     jax.distributed.initialize(
         coordinator_address=COORDINATOR_ADDRESS.value, num_processes=NUM_PROCESSES.value, process_id=PROCESS_ID.value
     )

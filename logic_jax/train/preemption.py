@@ -5,24 +5,23 @@ Schedulers (Slurm, Kubernetes, preemptible cloud VMs, ``timeout``) send SIGTERM 
 before they kill a job; a user presses Ctrl-C (SIGINT). Without this, the work since the
 last periodic checkpoint is lost. A second signal of the same kind stops at once, as usual.
 
-On several hosts the hosts must agree on the step at which they all save: JAX's preemption
-service (started by ``jax.distributed.initialize``) catches SIGTERM there, and
-``reached_preemption_sync_point`` says when every host has reached that step.
+On several hosts (processes) they must agree on the step at which they all save: each process
+catches its own signals, and after every chunk they share what they caught (a tiny all-gather),
+so a signal to any one of them stops all of them after the same chunk. (JAX's preemption
+service is not used: orbax's saves call its sync point with their own step numbers, which
+breaks the agreement; launch/train.py --multihost turns it off.)
 """
 
 from __future__ import annotations
 
-import itertools
 import signal
 import sys
 import threading
 
 import jax
+import numpy as np
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-# The multi-host sync point wants consecutive, increasing ids, also across the runs of a sweep.
-_sync_ids = itertools.count(1)
-_sync_service_error: RuntimeError | None = None  # set once the service has failed: no more calls
 
 
 class StopRequest:
@@ -47,9 +46,8 @@ class StopRequest:
         )
 
     def __enter__(self) -> "StopRequest":
-        # Handlers can only be set from the main thread. With several hosts none is set: JAX's
-        # own SIGTERM handler starts the hosts' agreement on a step, and Ctrl-C stays Ctrl-C.
-        if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
+        # Handlers can only be set from the main thread.
+        if threading.current_thread() is threading.main_thread():
             for s in self.signals:
                 # An ignored signal stays ignored (nohup, `cmd &` in a script: SIGINT), and a
                 # handler set outside Python (None here) cannot be put back, so it is left alone.
@@ -63,19 +61,14 @@ class StopRequest:
         self._previous.clear()
 
     def requested(self) -> bool:
-        """True once a stop was asked for; call it after every chunk (on every host)."""
+        """True once a stop was asked for, here or on any other process; call it after every
+        chunk, on every process (with several, it is a collective)."""
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 
-            # Every host runs the same chunks, so its count of calls is the same.
-            global _sync_service_error
-            if _sync_service_error is None:
-                try:
-                    if multihost_utils.reached_preemption_sync_point(next(_sync_ids)):
-                        self.signal = signal.SIGTERM
-                except RuntimeError as e:  # the preemption service is off (or failed): say so, once
-                    _sync_service_error = e
-                    print(f"warning: a SIGTERM will end this run without a checkpoint: JAX's preemption service: {e}", file=sys.stderr, flush=True)
+            caught = multihost_utils.process_allgather(np.int32(self.signal or 0))
+            if self.signal is None and caught.max() > 0:
+                self.signal = int(caught.max())
         return self.signal is not None
 
     @property

@@ -84,7 +84,7 @@ class Train:
 
     mesh: Mesh
     init: Callable  # (keys [M, 2], hparams {k: [M]}) -> stacked TrainState
-    chunk: Callable  # (state, n) -> (state, {"loss": [M, n], "token_acc": [M, n]})
+    chunk: Callable  # (state, n) -> (state, {"loss": [M, n], "token_acc": [M, n], "params_finite": [M]})
     step_fn: Callable  # the un-vmapped single-member step (for tests and benchmarks)
 
     @property
@@ -103,7 +103,10 @@ def make_train(model_cfg: gpt.GPTConfig, problem_cfg: ProblemConfig, batch_size:
 
     def run(state: TrainState, n: int):
         state, (loss, acc) = jax.lax.scan(lambda s, _: step_fn(s), state, None, length=n)
-        return state, {"loss": loss, "token_acc": acc}
+        # A step's loss is computed before its update: an update that overflows on the chunk's
+        # last step shows only in the parameters, which are about to be checkpointed.
+        finite = jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(state.params)]))
+        return state, {"loss": loss, "token_acc": acc, "params_finite": finite}
 
     # Every state leaf has the member axis first, so one NamedSharding is the prefix for all.
     # The state is not donated: an async checkpoint may still be reading the previous one.

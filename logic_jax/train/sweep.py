@@ -15,7 +15,7 @@ import io
 import itertools
 import json
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -98,10 +98,10 @@ def check_sweep_workdir(workdir: str, config) -> None:
     write_json(path, new)
 
 
-def steps_to_perfect(evals: list, member: int) -> int | None:
-    """First evaluated step at which the member's exact match is 100%."""
+def steps_to_perfect(evals: list, members: Sequence[int]) -> int | None:
+    """First evaluated step at which every one of ``members`` is at 100% exact match."""
     for step, metrics in evals:
-        if metrics[member]["exact"] >= 1.0:
+        if all(metrics[i]["exact"] >= 1.0 for i in members):
             return step
     return None
 
@@ -129,7 +129,6 @@ def run_sweep(config, workdir: str) -> tuple[list[dict], str | None]:
             idx = [i for i, o in enumerate(owner) if o == p["index"]]
             exact = [final[i]["exact"] for i in idx] if final else []
             first = [final[i]["first_token"] for i in idx] if final else []
-            perfect = [steps_to_perfect(result.evals, i) for i in idx]
             rows.append(
                 dict(
                     point=p["index"],
@@ -140,7 +139,7 @@ def run_sweep(config, workdir: str) -> tuple[list[dict], str | None]:
                     exact_mean=float(np.mean(exact)) if exact else None,
                     exact_min=float(np.min(exact)) if exact else None,
                     first_token_mean=float(np.mean(first)) if first else None,
-                    steps_to_100=None if any(s is None for s in perfect) else max(perfect),
+                    steps_to_100=steps_to_perfect(result.evals, idx),
                     wall_time_s=round(result.wall_time, 1),
                 )
             )

@@ -22,7 +22,7 @@ from absl import logging
 
 from logic_jax.train import config as config_lib
 from logic_jax.train import evaluate as evaluate_lib
-from logic_jax.train.checkpoint import Checkpointer, CheckpointError
+from logic_jax.train.checkpoint import Checkpointer, CheckpointError, checkpoint_dir
 from logic_jax.train.files import write_json
 from logic_jax.train.metrics import RunLog
 from logic_jax.train.preemption import StopRequest
@@ -95,20 +95,32 @@ def chunk_end(step: int, config) -> int:
     return min(ends)
 
 
-def check_finite(losses: np.ndarray, start: int, members: Sequence[Member], last_saved: int | None) -> None:
+def check_finite(out: dict, start: int, members: Sequence[Member], last_saved: int | None) -> None:
+    """Raise naming the seed and the step if a chunk's losses or final parameters are not finite."""
+    losses = out["loss"]
     bad = ~np.isfinite(losses)
-    if not bad.any():
+    params_bad = ~np.asarray(out["params_finite"], bool)
+    if not bad.any() and not params_bad.any():
         return
-    first_step = int(np.argmax(bad.any(axis=0)))
-    seed = int(np.argmax(bad[:, first_step]))
-    seeds = [int(i) for i in np.flatnonzero(bad[:, first_step])]
-    m = members[seed]
-    swept = len({x.point for x in members}) > 1
-    where = f"seed index {seed}" + (f" (sweep point {m.point}, seed {m.index})" if swept else "")
+
+    def where(seed: int) -> str:
+        m = members[seed]
+        swept = len({x.point for x in members}) > 1
+        return f"seed index {seed}" + (f" (sweep point {m.point}, seed {m.index})" if swept else "")
+
     kept = f"the last good checkpoint is step {last_saved}" if last_saved is not None else "no checkpoint was saved"
+    if bad.any():
+        first_step = int(np.argmax(bad.any(axis=0)))
+        seed = int(np.argmax(bad[:, first_step]))
+        seeds = [int(i) for i in np.flatnonzero(bad[:, first_step])]
+        raise TrainingDivergedError(
+            f"non-finite loss {losses[seed, first_step]} at training step {start + first_step} for {where(seed)} "
+            f"(seed indices with a non-finite loss there: {seeds}); stopping, {kept}"
+        )
+    seeds = [int(i) for i in np.flatnonzero(params_bad)]
     raise TrainingDivergedError(
-        f"non-finite loss {losses[seed, first_step]} at training step {start + first_step} for {where} "
-        f"(seed indices with a non-finite loss there: {seeds}); stopping, {kept}"
+        f"non-finite parameters after training step {start + losses.shape[1] - 1} for {where(seeds[0])} "
+        f"(seed indices with non-finite parameters: {seeds}); stopping, {kept}"
     )
 
 
@@ -118,6 +130,7 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
     config = config_lib.to_dict(config)
     members = list(members) if members is not None else members_of(config)
     info = run_info(config, members)
+    checkpoint_dir(workdir)  # refuses a URL before anything is written
     os.makedirs(workdir, exist_ok=True)
     check_workdir(workdir, info)
 
@@ -153,14 +166,19 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
     log = RunLog(workdir, step, config["num_steps"], progress=config["progress"], desc=desc)
     if restored is not None:
         log.message(f"resuming {workdir} from step {step}")
+    compiled = {}  # chunk length -> the compiled chunk
     with StopRequest() as stop:
         try:
             while step < config["num_steps"]:
                 n = chunk_end(step, config) - step
+                if n not in compiled:  # compiled ahead, so that the logged rate is the training's alone
+                    t0 = time.time()
+                    compiled[n] = program.chunk.lower(state, n).compile()
+                    log.message(f"compiled the training chunk of {n} steps in {time.time() - t0:.1f}s")
                 t0 = time.time()
-                state, out = program.chunk(state, n)
+                state, out = compiled[n](state)
                 out = to_host(out)  # waits for the chunk
-                check_finite(out["loss"], step, members, last_saved)
+                check_finite(out, step, members, last_saved)
                 step += n
                 log.train(step, out["loss"][:, -1], out["token_acc"][:, -1], n, time.time() - t0, wall_time())
                 if (config["eval_every"] and step % config["eval_every"] == 0) or step == config["num_steps"]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import functools
 import os
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from logic_jax.models.mistral.loading import CheckpointError, load_params, read_config
+from logic_jax.models.mistral.loading import CONFIG_FILE, CheckpointError, load_params, read_config
 from logic_jax.models.mistral.modeling import abstract_params, make_forward
 from logic_jax.models.mistral.sharding import MODES, batch_sharding, make_mesh, param_shardings
 from logic_jax.models.mistral.tokenizer import load_tokenizer
@@ -80,6 +81,14 @@ def generate_text(
         raise ValueError(f"unknown mesh {mesh!r}; choose one of {MODES}")
     config = read_config(checkpoint)  # also the clear error for a missing directory
     text_tokenizer = load_tokenizer(checkpoint, config, tokenizer)
+    # Everything the config and the tokenizer can refuse, before the weights (14 GB for 7B) are read.
+    prompt_ids = [text_tokenizer.encode(p) for p in prompts]
+    tokens, attention_mask = left_pad(prompt_ids)
+    if tokens.shape[1] + max_new_tokens > config.max_position_embeddings:
+        raise CheckpointError(
+            f"prompt ({tokens.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds "
+            f"max_position_embeddings={config.max_position_embeddings} in {Path(checkpoint) / CONFIG_FILE}"
+        )
 
     device_mesh = make_mesh() if mesh != "none" else None
     shardings = param_shardings(abstract_params(config, DTYPES[dtype]), device_mesh, mesh) if device_mesh else None
@@ -88,16 +97,9 @@ def generate_text(
     if log:
         log(f"loaded {checkpoint} in {time.perf_counter() - start:.1f}s ({dtype}, mesh={mesh})")
 
-    prompt_ids = [text_tokenizer.encode(p) for p in prompts]
-    tokens, attention_mask = left_pad(prompt_ids)
     if device_mesh is not None:
         placement = batch_sharding(device_mesh, len(prompts))
         tokens, attention_mask = jax.device_put(tokens, placement), jax.device_put(attention_mask, placement)
-    if tokens.shape[1] + max_new_tokens > config.max_position_embeddings:
-        raise CheckpointError(
-            f"prompt ({tokens.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds "
-            f"config max_position_embeddings={config.max_position_embeddings}"
-        )
     start = time.perf_counter()
     new_tokens = np.asarray(greedy_decode(make_forward(config), params, tokens, attention_mask, max_new_tokens))
     if log:

@@ -126,7 +126,8 @@ def config_from_hf(hf: dict, source: str = CONFIG_FILE) -> MistralConfig:
     num_heads = int(get("num_attention_heads"))
     hidden_size = int(get("hidden_size"))
     head_dim = hf.get("head_dim") or hidden_size // num_heads
-    num_kv_heads = int(hf.get("num_key_value_heads") or num_heads)
+    # As transformers: absent means its default (8); an explicit null means one per query head.
+    num_kv_heads = int(num_heads if "num_key_value_heads" in hf and hf["num_key_value_heads"] is None else get("num_key_value_heads"))
     sliding_window = get("sliding_window")
     if sliding_window is not None and (not isinstance(sliding_window, int) or sliding_window < 1):
         _refuse("sliding_window", sliding_window, "expected a positive int or null", source)
@@ -179,6 +180,8 @@ def read_config(checkpoint_dir: str | os.PathLike) -> MistralConfig:
         hf = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{path}: a JSON {type(hf).__name__}, not an object of config fields")
     return config_from_hf(hf, source=str(path))
 
 
@@ -199,11 +202,19 @@ def read_safetensors_header(path: Path) -> dict[str, dict]:
             header = json.loads(f.read(header_len))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise CheckpointError(f"{path}: corrupt safetensors header ({err})") from err
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header (a JSON {type(header).__name__}, not an object)")
     header.pop("__metadata__", None)
+    for name, entry in header.items():
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets) and "dtype" in entry and "shape" in entry):
+            raise CheckpointError(f"{path}: corrupt safetensors header: tensor {name!r} lacks a dtype, a shape or two data_offsets ({entry!r})")
     data_end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
     expected = 8 + header_len + data_end
     if size < expected:
         raise CheckpointError(f"{path}: truncated: the header needs {expected} bytes, the file has {size}")
+    if size > expected:
+        raise CheckpointError(f"{path}: {size - expected} trailing bytes after the tensors the header lists (the header needs {expected} bytes)")
     return header
 
 
@@ -214,6 +225,8 @@ def locate_tensors(checkpoint_dir: str | os.PathLike) -> dict[str, tuple[Path, d
     if index_path.is_file():
         try:
             weight_map = json.loads(index_path.read_text())["weight_map"]
+            if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+                raise TypeError(f"'weight_map' is a {type(weight_map).__name__}, not an object of tensor name -> file name")
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise CheckpointError(f"{index_path}: not a safetensors index with a 'weight_map' ({err!r})") from err
         files = sorted(set(weight_map.values()))
@@ -307,7 +320,10 @@ def load_params(
         for name, file, path, transform, our_shape in plan:
             if file not in handles:
                 handles.clear()  # plan is grouped by file: close the previous one
-                handles[file] = safe_open(file, framework="numpy")
+                try:
+                    handles[file] = safe_open(file, framework="numpy")
+                except Exception as err:  # safetensors raises its own error types
+                    raise CheckpointError(f"{file}: cannot open as safetensors ({err})") from err
             try:
                 tensor = handles[file].get_tensor(name)
             except Exception as err:  # safetensors raises its own error types

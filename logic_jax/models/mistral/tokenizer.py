@@ -2,8 +2,9 @@
 
 Sources:
 
-* ``"auto"``: the tokenizer saved in the checkpoint directory (``AutoTokenizer``), or, when
-  the directory has none, the Mistral-7B-v0.1 sentencepiece model that mistral-common ships.
+* ``"auto"``: the tokenizer saved in the checkpoint directory (``AutoTokenizer``; a
+  ``tokenizer.json`` or ``tokenizer.model`` there), or, when the directory has none, the
+  Mistral-7B-v0.1 sentencepiece model that mistral-common ships.
 * ``"directory"``: the checkpoint directory's tokenizer, required.
 * ``"mistral_v1"``: ``mistral_common/data/tokenizer.model.v1`` (32000 pieces, Mistral-7B v0.1).
 * ``"mistral_v3"``: ``mistral_common/data/mistral_instruct_tokenizer_240323.model.v3``
@@ -28,8 +29,9 @@ _SHIPPED = {
     "mistral_v1": "tokenizer.model.v1",
     "mistral_v3": "mistral_instruct_tokenizer_240323.model.v3",
 }
-# Any of these in a checkpoint directory means it ships its own tokenizer.
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+# Either of these in a checkpoint directory means it ships its own tokenizer. tokenizer_config.json
+# alone does not: it holds settings, not the vocabulary, and AutoTokenizer cannot build from it.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 
 
 class TokenizerMismatchError(CheckpointError):
@@ -73,7 +75,10 @@ def directory_tokenizer(checkpoint_dir: str | os.PathLike) -> Tokenizer:
     """``transformers.AutoTokenizer`` saved in the checkpoint directory (local files only)."""
     from transformers import AutoTokenizer
 
-    hf = AutoTokenizer.from_pretrained(str(checkpoint_dir), local_files_only=True)
+    try:
+        hf = AutoTokenizer.from_pretrained(str(checkpoint_dir), local_files_only=True)
+    except Exception as err:  # transformers raises ValueError, OSError, JSON errors...: callers catch CheckpointError
+        raise CheckpointError(f"{checkpoint_dir}: transformers cannot load the tokenizer there ({type(err).__name__}: {err})") from err
     return Tokenizer(
         encode=lambda text: hf.encode(text, add_special_tokens=True),
         decode=lambda ids: hf.decode(list(ids), skip_special_tokens=True),
@@ -103,7 +108,7 @@ def load_tokenizer(checkpoint_dir: str | os.PathLike, config: MistralConfig, sou
     if source not in SOURCES:
         raise ValueError(f"unknown tokenizer source {source!r}; choose one of {SOURCES}")
     if source == "directory" and not has_tokenizer(checkpoint_dir):
-        raise CheckpointError(f"{checkpoint_dir}: no tokenizer files ({', '.join(_TOKENIZER_FILES)})")
+        raise CheckpointError(f"{checkpoint_dir}: no tokenizer file ({' or '.join(_TOKENIZER_FILES)}; tokenizer_config.json alone is not one)")
     if source == "directory" or (source == "auto" and has_tokenizer(checkpoint_dir)):
         tokenizer = directory_tokenizer(checkpoint_dir)
     else:
