@@ -1,11 +1,13 @@
 """A multi-host run rehearsed on this machine: two processes of launch/train.py --multihost, 2 CPU
 devices each (gloo between them), train one 4-seed run.
 
-They train bit for bit what one process with 4 devices trains; each chunk is logged once; a
-SIGTERM to one process (one host preempted) stops both at the same step with a checkpoint, and
-the rerun resumes to the same bits.
+They train bit for bit what one process with 4 devices trains; each chunk is logged once; a run
+begun by one process resumes on two, past a damaged newest checkpoint; a SIGTERM to one process
+(one host preempted) stops both at the same step with a checkpoint, and the rerun resumes to the
+same bits.
 """
 
+import csv
 import json
 import os
 import signal
@@ -32,12 +34,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(config_file, workdir, processes=2, devices=2):
-    """``processes`` launch/train.py processes joined by --multihost, ``devices`` CPU devices each."""
+def _launch(config_file, workdir, processes=2, devices=2, script="train.py", flags=()):
+    """``processes`` launch/``script`` processes joined by --multihost, ``devices`` CPU devices each."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # conftest's 8 devices
     env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices))
     where = [f"--coordinator_address=localhost:{_free_port()}", f"--num_processes={processes}"]
-    cmd = [sys.executable, os.path.join(REPO, "launch", "train.py"), f"--config={config_file}", f"--workdir={workdir}", "--multihost", *where]
+    cmd = [sys.executable, os.path.join(REPO, "launch", script), f"--config={config_file}", f"--workdir={workdir}", "--multihost", *where, *flags]
     return [
         subprocess.Popen(cmd + [f"--process_id={i}"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(processes)
@@ -138,3 +140,15 @@ def test_bad_multihost_flags_are_named(tmp_path, flags, message):
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
     assert not os.path.exists(tmp_path / "w")
+
+
+def test_a_sweep_on_two_processes(tmp_path):
+    # configs/sweep.py, shrunk: 4 points (2 widths x 2 learning rates) of 2 seeds, 2 groups of 4 members.
+    small = dict(num_steps=20, steps_per_call=10, checkpoint_every=10, eval_every=10, eval_size=32, batch_size=16, progress=False, num_devices=4)
+    flags = [f"--config.{k}={v}" for k, v in small.items()] + ["--config.optim.decay_steps=20"]
+    outs = _finish(_launch(os.path.join(REPO, "configs", "sweep.py"), str(tmp_path), script="sweep.py", flags=flags))
+    assert [rc for rc, _, _ in outs] == [0, 0], [err[-3000:] for _, _, err in outs]
+    assert "| point |" in outs[0][1] and "| point |" not in outs[1][1]  # the table, from process 0 only
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["point"], r["group"], r["seeds"], r["step"]) for r in rows] == [("0", "0", "2", "20"), ("1", "0", "2", "20"), ("2", "1", "2", "20"), ("3", "1", "2", "20")]
