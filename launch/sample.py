@@ -2,6 +2,9 @@ r"""Sample problems with the JAX sampler (the training code path) and write them
 
     python launch/sample.py --num=5 --depth=3                      # JSONL on stdout
     python launch/sample.py --num=1000000 --format=npz --out=problems.npz
+
+Problem i is drawn from ``fold_in(key(seed), i)``: the first 100 of ``--num=1000`` are those of
+``--num=100``, whatever ``--chunk``.
 """
 
 import json
@@ -22,8 +25,8 @@ flags.DEFINE_float("p_logop", 0.8, "Probability that the LogOp chain is queried.
 flags.DEFINE_float("p_and", 0.5, "Probability that the LogOp rule uses AND (else OR).")
 flags.DEFINE_bool("shuffle_rules", False, "Shuffle all rules together.")
 flags.DEFINE_enum("format", "jsonl", ["jsonl", "npz"], "Output format.")
-flags.DEFINE_string("out", None, "Output path; JSONL goes to stdout when unset.")
-flags.DEFINE_integer("chunk", 65536, "Problems per compiled call (bounds host memory).", lower_bound=1)
+flags.DEFINE_string("out", None, "Output path, written as given; JSONL goes to stdout when unset.")
+flags.DEFINE_integer("chunk", 65536, "Problems per compiled call (bounds memory; the problems do not depend on it).", lower_bound=1)
 F = flags.FLAGS
 
 
@@ -41,15 +44,15 @@ def main(argv):
     from tqdm import tqdm
 
     from logic_jax.problem.records import batch_arrays, iter_records
-    from logic_jax.problem.sampler import sample
+    from logic_jax.problem.sampler import sample_indexed
 
     key = jax.random.key(F.seed)
-    chunks = [min(F.chunk, F.num - start) for start in range(0, F.num, F.chunk)]
+    chunks = [(start, min(F.chunk, F.num - start)) for start in range(0, F.num, F.chunk)]
     out = open(F.out, "w") if (F.out and F.format == "jsonl") else sys.stdout
     arrays = []
     with tqdm(total=F.num, unit="problem", disable=len(chunks) == 1, file=sys.stderr) as bar:
-        for i, size in enumerate(chunks):
-            batch = jax.device_get(sample(jax.random.fold_in(key, i), cfg, size))
+        for start, size in chunks:
+            batch = jax.device_get(sample_indexed(key, cfg, start, size))
             if F.format == "jsonl":
                 for record in iter_records(batch, cfg.context_len):
                     out.write(json.dumps(record) + "\n")
@@ -58,7 +61,8 @@ def main(argv):
             bar.update(size)
     if F.format == "npz":
         merged = {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
-        np.savez_compressed(F.out, config=json.dumps(cfg.to_dict()), **merged)
+        with open(F.out, "wb") as f:  # a path, not a file, would get ".npz" appended
+            np.savez_compressed(f, config=json.dumps(cfg.to_dict()), **merged)
     elif out is not sys.stdout:
         out.close()
 

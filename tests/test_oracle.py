@@ -70,6 +70,22 @@ def test_classify_error_classes():
     assert not oracle.validate(ctx, words("C T . EOS"))
 
 
+def test_a_false_step_value_is_a_wrong_truth_value_not_malformed():
+    ctx = context_d3()
+    assert oracle.classify(ctx, words("C T . C -> Y ; Y F . Y or Z -> S ; S T . EOS")) == oracle.WRONG_TRUTH_VALUE
+    assert oracle.classify(ctx, words("C U . C -> Y ; Y T . Y or Z -> S ; S T . EOS")) == oracle.WRONG_TRUTH_VALUE
+    assert oracle.classify(ctx, words("C T . C -> Y ; Y -> . Y or Z -> S ; S T . EOS")) == oracle.MALFORMED
+
+
+def test_both_branches_in_the_other_order_is_a_wrong_step_not_a_wrong_branch():
+    ctx = context_d3(AND, (("K", True), ("C", True), ("W", True)))  # the proof writes C's branch, then K's
+    assert oracle.prove(ctx) == words("C T K T . C -> Y ; Y T . K -> Z ; Z T . Y and Z -> S ; S T . EOS")
+    swapped = words("K T C T . K -> Z ; Z T . C -> Y ; Y T . Y and Z -> S ; S T . EOS")
+    assert oracle.classify(ctx, swapped) == oracle.WRONG_STEP
+    assert oracle.classify(ctx, words("K T . K -> Z ; Z T . Y and Z -> S ; S T . EOS")) == oracle.WRONG_BRANCH
+    assert oracle.classify(ctx, words("W T . W -> H ; H T . H -> G ; G T . EOS")) == oracle.WRONG_FIRST_TOKEN
+
+
 @pytest.mark.parametrize(
     "mutate,message",
     [

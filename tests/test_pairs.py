@@ -101,3 +101,15 @@ def test_pair_errors():
         pairs.make_pairs(jax.random.PRNGKey(0), PROBLEM, 4, "swap")
     with pytest.raises(ValueError, match="fact_source"):
         pairs.make_pairs(jax.random.PRNGKey(0), PROBLEM, 4, "fact", fact_source=3)
+    with pytest.raises(ValueError, match="n must be at least 1, got 0"):
+        pairs.make_pairs(jax.random.PRNGKey(0), PROBLEM, 0, "fact", differing_only=True)
+
+
+def test_flip_fact_refuses_a_source_outside_0_to_2():
+    latent = pairs.sample_latents(jax.random.PRNGKey(0), PROBLEM, 4)
+    with pytest.raises(ValueError, match=r"source must be in 0..2.*\[3\]"):
+        pairs.flip_fact(latent, 3)
+    with pytest.raises(ValueError, match=r"source must be in 0..2.*\[-1\]"):
+        pairs.flip_fact(latent, np.array([0, 1, -1, 2]))
+    flipped = jax.jit(pairs.flip_fact)(latent, np.array([0, 1, 2, 0]))  # traced: not checked, in range here
+    np.testing.assert_array_equal(np.asarray(flipped.truth) ^ np.asarray(latent.truth), np.eye(3, dtype=bool)[[0, 1, 2, 0]])

@@ -13,7 +13,7 @@ from logic_jax.problem import format as fmt
 from logic_jax.problem import oracle
 from logic_jax.problem.config import ProblemConfig
 from logic_jax.problem.records import read_jsonl
-from logic_jax.problem.sampler import sample
+from logic_jax.problem.sampler import sample_indexed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,7 +29,7 @@ def test_jsonl_on_stdout_is_the_sampler_output():
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(records) == 40
     cfg = ProblemConfig(depth=4, p_and=0.7, shuffle_rules=True)
-    expected = jax.device_get(sample(jax.random.fold_in(jax.random.key(5), 0), cfg, 40))
+    expected = jax.device_get(sample_indexed(jax.random.key(5), cfg, 0, 40))
     for i, r in enumerate(records):
         assert r["context"] == expected.tokens[i, : cfg.context_len].tolist()
         assert r["answer"] == oracle.prove(r["context"]) and r["answer"][-1] == fmt.EOS
@@ -44,14 +44,26 @@ def test_jsonl_and_npz_files(tmp_path):
     problems = read_jsonl(str(path))
     assert len(problems) == 70000
     assert len({tuple(r["context"]) for r in problems}) > 69000  # two chunks, different keys
-    npz = tmp_path / "p.npz"
+    npz = tmp_path / "p.problems"
     proc = run("--num=300", "--format=npz", f"--out={npz}", "--depth=2")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["p.jsonl", "p.problems"]  # written as named, no ".npz" added
     assert proc.returncode == 0, proc.stderr
     data = np.load(npz)
     assert data["tokens"].shape == (300, fmt.seq_len(2))
     assert json.loads(str(data["config"]))["depth"] == 2
     for tokens, mask in zip(data["tokens"], data["answer_mask"]):
         assert oracle.validate(tokens[: fmt.context_len(2)], tokens[mask])
+
+
+def test_problems_depend_on_seed_and_index_only_not_on_chunk_or_num():
+    whole = run("--num=25", "--seed=3", "--shuffle_rules")
+    chunked = run("--num=25", "--seed=3", "--shuffle_rules", "--chunk=7")
+    shorter = run("--num=10", "--seed=3", "--shuffle_rules", "--chunk=4")
+    assert whole.returncode == chunked.returncode == shorter.returncode == 0, whole.stderr + chunked.stderr + shorter.stderr
+    assert chunked.stdout == whole.stdout
+    assert whole.stdout.splitlines()[:10] == shorter.stdout.splitlines()
+    assert len(set(whole.stdout.splitlines())) == 25
 
 
 def test_bad_flags_name_the_field(tmp_path):

@@ -95,6 +95,8 @@ def test_every_problem_is_valid_under_the_oracle(cfg):
         assert answer[0] == batch.first_answer[i]
         assert batch.case[i] == fmt.case_id(s.query_logop, s.op == fmt.AND, s.facts[s.first[0]], s.facts[s.second[0]])
         assert (tokens[i][~mask[i]][cfg.context_len :] == fmt.PAD).all()
+        first_rule = fmt.parse_context(context).rules[0]  # written first: the LogOp chain's, or the linear one's?
+        assert batch.logop_chain_first[i] == (first_rule.conclusion not in s.linear)
     # Metadata positions point where they say.
     rows = np.arange(n)
     assert (tokens[rows, batch.answer_pos] == fmt.ANSWER).all()

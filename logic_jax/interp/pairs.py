@@ -25,7 +25,7 @@ import numpy as np
 from logic_jax.interp.metrics import LogitDiff
 from logic_jax.problem import format as fmt
 from logic_jax.problem.config import ProblemConfig
-from logic_jax.problem.sampler import Batch, Latent, build, sample_latents
+from logic_jax.problem.sampler import Batch, Latent, build, canonical_order, sample_latents
 
 KINDS = ("query", "fact", "operator", "chain_order")
 FACT_SOURCES = ("first", "second", "linear")  # index into Latent.truth
@@ -37,10 +37,19 @@ def switch_query(latent: Latent) -> Latent:
 
 
 def flip_fact(latent: Latent, source: int | jax.Array) -> Latent:
-    """Flip one source fact: ``source`` 0 (first operand's branch), 1 (second's), 2 (linear), or ``[B]`` of those."""
+    """Flip one source fact: ``source`` 0 (first operand's branch), 1 (second's), 2 (linear), or ``[B]`` of those.
+
+    Out-of-range values are refused when ``source`` is concrete; under ``jit`` they are the caller's.
+    """
     source = jnp.asarray(source)
     if not jnp.issubdtype(source.dtype, jnp.integer):
         raise ValueError(f"flip_fact: source must be an int in 0..2 ({FACT_SOURCES}), got {source!r}")
+    try:
+        values = np.asarray(source)
+    except jax.errors.TracerArrayConversionError:
+        values = None
+    if values is not None and ((values < 0) | (values > 2)).any():
+        raise ValueError(f"flip_fact: source must be in 0..2 ({FACT_SOURCES}), got {sorted(set(values[(values < 0) | (values > 2)].ravel().tolist()))}")
     flip = jax.nn.one_hot(source, 3, dtype=jnp.int32) > 0  # [3] or [B, 3]
     return latent.replace(truth=latent.truth ^ flip)
 
@@ -54,11 +63,8 @@ def swap_chain_order(latent: Latent, cfg: ProblemConfig) -> Latent:
     """Write the other chain's rules first (rules inside each chain keep their order)."""
     if cfg.shuffle_rules:
         raise ValueError("pair kind 'chain_order' needs unshuffled rules (problem config shuffle_rules=False)")
-    n_logop = 2 * cfg.depth - 3  # canonical indices < n_logop are the LogOp chain's rules
-    idx = jnp.arange(fmt.num_rules(cfg.depth), dtype=jnp.int32)
-    linear_first = jnp.concatenate([idx[n_logop:], idx[:n_logop]])
-    logop_first = latent.rule_order[..., 0] < n_logop
-    return latent.replace(rule_order=jnp.where(logop_first[..., None], linear_first, idx))
+    logop_first = latent.rule_order[..., 0] < fmt.num_logop_chain_rules(cfg.depth)
+    return latent.replace(rule_order=canonical_order(cfg.depth, ~logop_first).astype(latent.rule_order.dtype))
 
 
 def edit(latent: Latent, kind: str, cfg: ProblemConfig, fact_source: int | jax.Array = 0) -> Latent:
@@ -109,6 +115,8 @@ def make_pairs(
     """
     if kind not in KINDS:
         raise ValueError(f"unknown pair kind {kind!r}; known: {KINDS}")
+    if n < 1:
+        raise ValueError(f"make_pairs: n must be at least 1, got {n}")
     if kind == "chain_order" and cfg.shuffle_rules:
         raise ValueError("pair kind 'chain_order' needs unshuffled rules (problem config shuffle_rules=False)")
     if fact_source is not None and fact_source not in (0, 1, 2):

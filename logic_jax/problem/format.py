@@ -101,6 +101,11 @@ def num_rules(depth: int) -> int:
     return 3 * depth - 4
 
 
+def num_logop_chain_rules(depth: int) -> int:
+    """2(d-2) implications and the LogOp rule: canonical rules below this index are the LogOp chain's."""
+    return 2 * depth - 3
+
+
 def rules_len(depth: int) -> int:
     return RULE_LEN * (num_rules(depth) - 1) + LOGOP_RULE_LEN
 

@@ -157,11 +157,15 @@ def _sentences(answer: Sequence[int]) -> list[tuple[int, ...]] | None:
     return out
 
 
+_VALUES = (fmt.TRUE, fmt.FALSE, fmt.UNDETERMINED)
+
+
 def _well_formed(sentences: list[tuple[int, ...]]) -> bool:
-    """The grammar: a facts sentence (``s F`` one or more times), then steps, letters where letters go."""
-    L, V = fmt.is_letter, (fmt.TRUE, fmt.UNDETERMINED)
+    """The grammar: a facts sentence (``s V`` one or more times), then steps; letters where letters go,
+    truth values (any of the three: a wrong one is a wrong truth value, not bad grammar) where values go."""
+    L, V = fmt.is_letter, _VALUES
     head = sentences[0]
-    if not head or len(head) % 2 or not all(L(head[i]) and head[i + 1] in (fmt.TRUE, fmt.FALSE) for i in range(0, len(head), 2)):
+    if not head or len(head) % 2 or not all(L(head[i]) and head[i + 1] in V for i in range(0, len(head), 2)):
         return False
     for s in sentences[1:]:
         if len(s) == 6:
@@ -185,7 +189,7 @@ def classify(context: Sequence[int], answer: Sequence[int]) -> str:
     Checked in order: ``correct``; ``malformed`` (not sentences of the proof grammar ending in
     '.' EOS); ``wrong_first_token`` (the first letter is no chain source, or another chain's
     source than the queried one's); ``wrong_branch`` (LogOp: the set of branches written out
-    differs from the minimal proof's); ``wrong_truth_value`` (the same tokens but for a truth
+    differs from the minimal proof's; the right set in another order is a wrong step); ``wrong_truth_value`` (the same tokens but for a truth
     value); else ``wrong_step``.
     """
     s = structure(context)
@@ -198,17 +202,13 @@ def classify(context: Sequence[int], answer: Sequence[int]) -> str:
     sentences = _sentences(toks)
     if not sentences or not _well_formed(sentences):
         return MALFORMED
-    if toks[0] != expected[0]:
-        if s.query_logop and toks[0] in (s.first[0], s.second[0]):
+    if s.query_logop and toks[0] in (s.first[0], s.second[0]):
+        # Branches as a set: both branches in the other order is a wrong step, not a wrong branch.
+        if set(sentences[0][0::2]) != set(_sentences(expected)[0][0::2]):
             return WRONG_BRANCH
+    elif toks[0] != expected[0]:
         return WRONG_FIRST_TOKEN
-    if s.query_logop:
-        written = set(sentences[0][0::2])
-        wanted = set(_sentences(expected)[0][0::2])
-        if written != wanted:
-            return WRONG_BRANCH
-    values = (fmt.TRUE, fmt.FALSE, fmt.UNDETERMINED)
-    if len(toks) == len(expected) and all(a == b or (a in values and b in values) for a, b in zip(toks, expected)):
+    if len(toks) == len(expected) and all(a == b or (a in _VALUES and b in _VALUES) for a, b in zip(toks, expected)):
         return WRONG_TRUTH_VALUE
     return WRONG_STEP
 

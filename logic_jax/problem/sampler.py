@@ -165,7 +165,7 @@ def sample_latents(key: jax.Array, cfg: ProblemConfig, batch_size: int) -> Laten
     if cfg.shuffle_rules:
         rule_order = jnp.argsort(words[:, n_draw_words + 2 :], axis=-1)
     else:
-        rule_order = _canonical_order(d, fixed_or(cfg.fix_logop_chain_first, bit(4)))
+        rule_order = canonical_order(d, fixed_or(cfg.fix_logop_chain_first, bit(4)))
     return Latent(
         letters=letters,
         query_logop=query_logop,
@@ -177,9 +177,9 @@ def sample_latents(key: jax.Array, cfg: ProblemConfig, batch_size: int) -> Laten
     )
 
 
-def _canonical_order(depth: int, logop_chain_first):
+def canonical_order(depth: int, logop_chain_first):
     """Written rule order without shuffling: one chain's rules, then the other's."""
-    n_logop = 2 * depth - 3
+    n_logop = fmt.num_logop_chain_rules(depth)
     idx = jnp.arange(fmt.num_rules(depth))
     linear_first = jnp.concatenate([idx[n_logop:], idx[:n_logop]])
     return jnp.where(logop_chain_first[..., None], idx, linear_first)
@@ -225,10 +225,11 @@ def build(latent: Latent, cfg: ProblemConfig) -> Batch:
     logop_index = 2 * (d - 2)
     inverse_rules = _inverse(lat.rule_order, n)
     k = inverse_rules[:, logop_index]  # written slot of the LogOp rule, the only one of 6 tokens
+    n_logop = fmt.num_logop_chain_rules(d)
+    logop_chain_first = jnp.min(inverse_rules[:, :n_logop], axis=1) < jnp.min(inverse_rules[:, n_logop:], axis=1)
     if not cfg.shuffle_rules:
         # One row per choice of everything but the letters.
-        chain_first = inverse_rules[:, 0] < inverse_rules[:, -1]
-        variant = templates.problem_variant(answer, chain_first, templates.fact_order_index(lat.fact_order))
+        variant = templates.problem_variant(answer, logop_chain_first, templates.fact_order_index(lat.fact_order))
         symbols = tab["problems"][variant]
     else:
         symbols = jnp.concatenate([_shuffled_rules(lat, tab, k, d), _facts_and_question(lat, d), tab["answers"][answer]], axis=1)
@@ -249,7 +250,7 @@ def build(latent: Latent, cfg: ProblemConfig) -> Batch:
         answer_pos=jnp.full((b,), fmt.answer_pos(d), jnp.int32),
         rule_pos=rule_pos,
         fact_pos=(fmt.rules_len(d) + 1 + fmt.FACT_LEN * _inverse(lat.fact_order, 3)).astype(jnp.int32),
-        logop_chain_first=rule_pos[:, 0] < rule_pos[:, -1],
+        logop_chain_first=logop_chain_first,
         latent=lat,
     )
 
@@ -258,3 +259,15 @@ def build(latent: Latent, cfg: ProblemConfig) -> Batch:
 def sample(key: jax.Array, cfg: ProblemConfig, batch_size: int) -> Batch:
     """A batch of ``batch_size`` problems drawn from ``cfg``, deterministic in ``key``."""
     return build(sample_latents(key, cfg, batch_size), cfg)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 3))
+def sample_indexed(key: jax.Array, cfg: ProblemConfig, start: int | jax.Array, num: int) -> Batch:
+    """Problems ``start .. start + num - 1`` of ``key``'s stream: problem i is drawn from ``fold_in(key, i)``.
+
+    Problem i depends on ``key`` and ``i`` only, so files written in chunks of any size, or longer
+    files, hold the same problems (launch/sample.py). Training uses ``sample``: one key a batch.
+    """
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(start + jnp.arange(num))
+    one_each = jax.vmap(lambda k: sample(k, cfg, 1))(keys)
+    return jax.tree_util.tree_map(lambda x: x[:, 0], one_each)

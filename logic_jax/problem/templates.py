@@ -106,7 +106,7 @@ def tables(depth: int) -> dict[str, np.ndarray]:
     for choice in itertools.product((False, True), repeat=6):
         query_logop, is_and, t1, t2, tc, swapped = choice
         canonical = _canonical_rules(d, is_and, swapped)
-        n_logop = 2 * d - 3
+        n_logop = fmt.num_logop_chain_rules(d)
         truth_abc = {0: (t2, t1)[not swapped], d: (t1, t2)[not swapped], 2 * d: tc}
         v = answer_variant(*choice)
         for chain_first, (f, order) in itertools.product((False, True), enumerate(FACT_ORDERS)):
