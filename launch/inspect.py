@@ -2,13 +2,15 @@
 
     python launch/inspect.py --workdir=DIR [--step=S] [--problems=FILE.jsonl] [--format=text|json]
     python launch/inspect.py --workdir=DIR --attention=attn.png [--seed=0] [--tokens=ID,...] [--query=linear|logop] [--with_answer]
+    python launch/inspect.py --workdir=DIR --curves=curves.png
 
 Prints the config, step, parameter count, per-seed metrics and a greedy-decoding evaluation
 per seed (exact match, first token, per case, the oracle's error classes) on fresh held-out
 problems (default: the trainer's held-out set) or on a JSONL file (fields ``context`` and
 ``answer``: token ids, the answer ending with EOS). ``--format=json`` adds ``params_sha256``
 per seed. ``--attention`` draws every layer and head of one seed's attention on a given or
-sampled problem instead. Runs on the CPU; needs nothing but the checkpoint directory.
+sampled problem instead; ``--curves`` draws the training curves from the run's log (mid-run
+too). Runs on the CPU; needs nothing but the checkpoint directory.
 """
 
 import os

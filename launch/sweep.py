@@ -3,7 +3,8 @@
     python launch/sweep.py --config=configs/sweep.py --workdir=DIR [--config.KEY=VALUE ...]
 
 Writes DIR/summary.md and DIR/summary.csv (accuracy mean and min over seeds, steps to 100%,
-wall time, per point); each group of points is a resumable run in DIR/groups/g<k>.
+wall time, per point) and DIR/curves.png (loss and exact match against step, a colour a point);
+each group of points is a resumable run in DIR/groups/g<k>.
 """
 
 import os

@@ -2,6 +2,7 @@
 
     python launch/train.py --config=configs/tiny_cpu.py --workdir=/tmp/run [--config.KEY=VALUE ...]
 
+Writes --workdir/curves.png (loss and exact match of every seed against step) when it ends.
 Restarting the same command resumes from the newest good checkpoint in --workdir. SIGTERM or
 Ctrl-C stops after the compiled chunk in flight and saves a checkpoint first (exit status
 128 + the signal's number; a second signal stops at once).
@@ -34,7 +35,7 @@ def main(argv):
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     multihost.initialize()
-    from logic_jax.train import evaluate, trainer
+    from logic_jax.train import curves, evaluate, trainer
     from logic_jax.train.preemption import exit_status
 
     logging.info("devices: %s (process %d of %d)", jax.devices(), jax.process_index(), jax.process_count())
@@ -46,6 +47,11 @@ def main(argv):
     if result.evals:
         step, metrics = result.evals[-1]
         print(f"step {step}: {evaluate.summary_line(metrics)}; wall time {result.wall_time:.0f}s", flush=True)
+    if jax.process_index() == 0:
+        try:
+            print(f"wrote {curves.draw_run(FLAGS.workdir)}", flush=True)
+        except curves.CurvesError as e:  # stopped before its first chunk ended
+            print(f"no curves.png: {e}", file=sys.stderr)
     if result.stopped_by:
         sys.exit(exit_status(result.stopped_by))
 

@@ -97,6 +97,7 @@ def test_signal_stops_after_the_chunk_with_a_checkpoint(tmp_path, sig):
     steps = _committed(stopped)
     assert len(steps) == 1 and 10 <= steps[0] < 300 and steps[0] % 10 == 0, steps
     assert f"{signal.Signals(sig).name}: stopped at step {steps[0]} and saved a checkpoint" in err
+    assert os.path.getsize(os.path.join(stopped, "curves.png")) > 10_000  # drawn from what was logged
     resumed = trainer.train(tiny_config(**overrides), stopped)
     reference = trainer.train(tiny_config(**overrides), str(tmp_path / "reference"))
     assert resumed.stopped_by is None and resumed.step == 300

@@ -116,6 +116,16 @@ def test_inspect_attention_draws_a_png(run, tmp_path):
     assert out.returncode == 1 and "seed" in out.stderr
 
 
+def test_inspect_curves_draws_the_log(run, tmp_path):
+    workdir, _ = run
+    png = tmp_path / "curves.png"
+    out = _cli(f"--workdir={workdir}", f"--curves={png}")
+    assert out.returncode == 0, out.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    out = _cli(f"--workdir={tmp_path}", f"--curves={png}")
+    assert out.returncode == 1 and f"no metrics.jsonl in {tmp_path}" in out.stderr and "Traceback" not in out.stderr
+
+
 GPU_CHECKPOINT = os.path.join(REPO, "tests", "data", "gpu_checkpoint")
 
 

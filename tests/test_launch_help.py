@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = {
     "analyze.py": ("--workdir", "--out", "--seeds", "--n_accuracy"),
     "generate.py": ("--checkpoint", "--dtype", "--max_new_tokens"),
-    "inspect.py": ("--workdir", "--step", "--problems", "--format", "--attention"),
+    "inspect.py": ("--workdir", "--step", "--problems", "--format", "--attention", "--curves"),
     "patch_mistral.py": ("--checkpoint", "--batch_size"),
     "sample.py": ("--num", "--seed", "--depth", "--format", "--out"),
     "sweep.py": ("--config", "--workdir", "--[no]multihost", "--coordinator_address", "--num_processes", "--process_id"),

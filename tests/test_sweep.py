@@ -61,6 +61,8 @@ def test_sweep_trains_groups_and_matches_single_runs(tmp_path):
     assert [float(r["optim.lr"]) for r in table] == [3e-3, 1e-2]
     assert set(table[0]) >= {"exact_mean", "exact_min", "steps_to_100", "wall_time_s", "seeds"}
     assert "| point |" in open(tmp_path / "summary.md").read()
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sweep.point_labels(sweep.points(c)) == {0: "point 0: optim.lr=0.003", 1: "point 1: optim.lr=0.01"}
     # Point 1 of the group equals a plain run of its config.
     point = sweep.points(c)[1]["config"]
     alone = trainer.train(point, str(tmp_path / "alone"))

@@ -10,6 +10,8 @@ import os
 
 import jax
 
+RUN_FILE = "run.json"  # a training run's config and members (trainer.py)
+
 
 def write_json(path: str, obj) -> None:
     """Write ``obj`` to ``path`` atomically, on process 0 only (the others share its filesystem)."""

@@ -126,6 +126,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_problems", None, "Fresh problems to evaluate (default: the config's eval_size).", lower_bound=1)
     flags.DEFINE_enum("format", "text", ["text", "json"], "Output format.")
     flags.DEFINE_string("attention", None, "Instead of evaluating: draw the attention of --seed on a problem to this PNG.")
+    flags.DEFINE_string("curves", None, "Instead of evaluating: draw the run's loss and exact match against step to this PNG (mid-run too).")
     flags.DEFINE_integer("seed", 0, "Seed index for --attention.")
     flags.DEFINE_list("tokens", None, "Token ids (a context, optionally with its answer) for --attention; default: sample one.")
     flags.DEFINE_enum("query", None, ["linear", "logop"], "Queried chain of the sampled problem (--attention).")
@@ -144,6 +145,11 @@ def main(argv) -> None:
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     try:
+        if FLAGS.curves:
+            from logic_jax.train import curves
+
+            print(f"wrote {curves.draw_run(FLAGS.workdir, FLAGS.curves)}")
+            return
         if FLAGS.attention:
             from logic_jax.analysis import examples
 

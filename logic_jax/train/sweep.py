@@ -15,12 +15,14 @@ import io
 import itertools
 import json
 import os
+import sys
 from typing import Any, Sequence
 
 import jax
 import numpy as np
 
 from logic_jax.train import config as config_lib
+from logic_jax.train import curves
 from logic_jax.train.files import write_json
 from logic_jax.train.state import members_of
 from logic_jax.train.trainer import RunMismatchError, train
@@ -98,6 +100,11 @@ def check_sweep_workdir(workdir: str, config) -> None:
     write_json(path, new)
 
 
+def point_labels(pts: list[dict]) -> dict[int, str]:
+    """``{index: "point 1: optim.lr=0.01"}``: a point's name in figures."""
+    return {p["index"]: f"point {p['index']}: " + ", ".join(f"{k}={v}" for k, v in p["overrides"].items()) for p in pts}
+
+
 def steps_to_perfect(evals: list, members: Sequence[int]) -> int | None:
     """First evaluated step at which every one of ``members`` is at 100% exact match."""
     for step, metrics in evals:
@@ -117,13 +124,14 @@ def run_sweep(config, workdir: str) -> tuple[list[dict], str | None]:
     check_sweep_workdir(workdir, config)
     rows, stopped_by = [], None
     all_groups = groups(pts)
+    group_dirs = [os.path.join(workdir, "groups", f"g{g}") for g in range(len(all_groups))]
     for g, group in enumerate(all_groups):
         members, owner = [], []
         for p in group:
             for m in members_of(p["config"], point=p["index"]):
                 members.append(m)
                 owner.append(p["index"])
-        result = train(group[0]["config"], os.path.join(workdir, "groups", f"g{g}"), members=members, desc=f"group {g + 1}/{len(all_groups)}")
+        result = train(group[0]["config"], group_dirs[g], members=members, desc=f"group {g + 1}/{len(all_groups)}")
         final = result.evals[-1][1] if result.evals else None
         for p in group:
             idx = [i for i, o in enumerate(owner) if o == p["index"]]
@@ -148,6 +156,11 @@ def run_sweep(config, workdir: str) -> tuple[list[dict], str | None]:
             break
     rows.sort(key=lambda r: r["point"])
     write_summary(rows, workdir)
+    if jax.process_index() == 0:
+        try:
+            curves.draw_sweep(group_dirs, os.path.join(workdir, curves.CURVES_FILE), point_labels(pts))
+        except curves.CurvesError as e:  # stopped before any group's first chunk ended
+            print(f"no curves.png: {e}", file=sys.stderr)
     return rows, stopped_by
 
 

@@ -23,13 +23,12 @@ from absl import logging
 from logic_jax.train import config as config_lib
 from logic_jax.train import evaluate as evaluate_lib
 from logic_jax.train.checkpoint import Checkpointer, CheckpointError, checkpoint_dir
-from logic_jax.train.files import write_json
+from logic_jax.train.files import RUN_FILE, write_json
 from logic_jax.train.metrics import RunLog
 from logic_jax.train.preemption import StopRequest
 from logic_jax.train.state import Member, members_of, stack_members
 from logic_jax.train.step import make_mesh, make_train, to_host
 
-RUN_FILE = "run.json"
 EVAL_STREAM = 0x6576616C  # "eval": the held-out problems' key, apart from every member key
 
 

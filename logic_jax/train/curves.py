@@ -1,0 +1,129 @@
+"""Training curves from a run's metrics.jsonl: loss and exact match of every seed, one PNG.
+
+launch/train.py writes ``<workdir>/curves.png`` when a run ends, launch/sweep.py writes one for
+the whole sweep (a colour a grid point), and ``launch/inspect.py --curves=FILE.png`` draws one
+at any time, mid-run too. Matplotlib's object API: no pyplot state, any backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+
+from logic_jax.train.checkpoint import checkpoint_dir
+from logic_jax.train.files import RUN_FILE
+from logic_jax.train.metrics import METRICS_FILE, read_jsonl
+
+CURVES_FILE = "curves.png"
+
+
+class CurvesError(ValueError):
+    """A workdir whose log cannot be drawn; the message names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Curves:
+    """One run's log as arrays; member m belongs to grid point ``points[m]``."""
+
+    train_step: np.ndarray  # [T]
+    loss: np.ndarray  # [T, members]; NaN where the log says "nan"
+    eval_step: np.ndarray  # [E]
+    exact: np.ndarray  # [E, members]
+    points: tuple[int, ...]
+
+
+def _floats(rows: list[dict], key: str, members: int, where: str) -> np.ndarray:
+    out = np.full((len(rows), members), np.nan)
+    for i, r in enumerate(rows):
+        values = r.get(key)
+        try:
+            if not isinstance(values, list) or len(values) != members:
+                raise ValueError
+            out[i] = [float(v) for v in values]  # float("nan"), float("inf") read the strings the log writes
+        except (TypeError, ValueError):
+            raise CurvesError(f"{where}: step {r.get('step')}: '{key}' should be a list of {members} numbers, got {values!r}") from None
+    return out
+
+
+def read_run(workdir: str) -> Curves:
+    """The curves of a training run's workdir (its metrics.jsonl and run.json), or of its checkpoints/."""
+    workdir = os.path.dirname(checkpoint_dir(workdir))
+    log, run_file = os.path.join(workdir, METRICS_FILE), os.path.join(workdir, RUN_FILE)
+    for path in (log, run_file):
+        if not os.path.exists(path):
+            raise CurvesError(f"no {os.path.basename(path)} in {workdir}: not a training workdir, or no chunk has finished yet")
+    with open(run_file) as f:
+        members = json.load(f)["members"]
+    records = read_jsonl(log)
+    train = [r for r in records if r.get("kind") == "train"]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    if not train:
+        raise CurvesError(f"{log}: no training records yet")
+    n = len(members)
+    return Curves(
+        train_step=np.array([r["step"] for r in train]),
+        loss=_floats(train, "loss", n, log),
+        eval_step=np.array([r["step"] for r in evals], dtype=int),
+        exact=_floats(evals, "exact", n, log).reshape(len(evals), n),
+        points=tuple(int(m.get("point", 0)) for m in members),
+    )
+
+
+def figure(runs: Sequence[Curves], point_labels: dict[int, str] | None = None, title: str = ""):
+    """Loss (log scale) and exact match against step, a line a member. The colours are grid
+    points, or seed indices (as in ``inspect``) when every member is of one point."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    by_seed = len({p for c in runs for p in c.points}) == 1
+    key_of = lambda c, m: m if by_seed else c.points[m]  # noqa: E731
+    keys = sorted({key_of(c, m) for c in runs for m in range(len(c.points))})
+    if len(keys) <= 10:
+        colour = {k: matplotlib.colormaps["tab10"](i) for i, k in enumerate(keys)}
+    else:
+        colour = {k: matplotlib.colormaps["viridis"](i / (len(keys) - 1)) for i, k in enumerate(keys)}
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    ax_loss, ax_exact = fig.subplots(1, 2)
+    labelled = set()
+    for c in runs:
+        for m in range(len(c.points)):
+            k = key_of(c, m)
+            label = None
+            if k not in labelled and len(keys) <= 16:
+                label = f"seed {k}" if by_seed else (point_labels or {}).get(k, f"point {k}")
+                labelled.add(k)
+            ax_loss.plot(c.train_step, c.loss[:, m], color=colour[k], lw=1, alpha=0.8, label=label)
+            if len(c.eval_step):
+                ax_exact.plot(c.eval_step, 100 * c.exact[:, m], color=colour[k], lw=1, alpha=0.8, marker=".", ms=3)
+    ax_loss.set(xlabel="step", ylabel="train loss (answer tokens)", yscale="log", title="loss")
+    ax_exact.set(xlabel="step", ylabel="exact match (%)", ylim=(-2, 102), title="held-out exact match (greedy)")
+    ax_exact.axhline(100, color="grey", lw=0.5, ls="--")
+    if labelled:
+        fig.legend(loc="outside right upper", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def draw(runs: Sequence[Curves], path: str, point_labels: dict[int, str] | None = None, title: str = "") -> str:
+    """``figure`` saved to ``path``."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure(runs, point_labels, title).savefig(path, dpi=90)
+    return path
+
+
+def draw_run(workdir: str, path: str | None = None) -> str:
+    """``<workdir>/curves.png`` (or ``path``) from a run's log."""
+    return draw([read_run(workdir)], path or os.path.join(workdir, CURVES_FILE), title=os.path.basename(os.path.abspath(workdir)))
+
+
+def draw_sweep(group_dirs: Sequence[str], path: str, point_labels: dict[int, str]) -> str:
+    """A sweep's curves: every group that has logged a step, a colour a grid point."""
+    runs = [read_run(d) for d in group_dirs if os.path.exists(os.path.join(d, METRICS_FILE))]
+    if not runs:
+        raise CurvesError(f"no group of the sweep has logged a step yet ({', '.join(group_dirs)})")
+    return draw(runs, path, point_labels, title=os.path.basename(os.path.dirname(os.path.abspath(path))))
