@@ -70,7 +70,7 @@ def test_killed_run_resumes_bitwise(tmp_path):
     assert steps and steps[-1] < 300, steps
     resumed = trainer.train(tiny_config(**overrides), killed)
     reference = trainer.train(tiny_config(**overrides), str(tmp_path / "reference"))
-    assert resumed.step == reference.step == 300
+    assert resumed.step == reference.step == 300 and resumed.resumed_from in steps
     _assert_bitwise(resumed.state, reference.state)
     # The log reads like an uninterrupted run's: each chunk once.
     records = [json.loads(l) for l in open(os.path.join(killed, "metrics.jsonl")) if '"train"' in l]
@@ -100,7 +100,7 @@ def test_signal_stops_after_the_chunk_with_a_checkpoint(tmp_path, sig):
     assert os.path.getsize(os.path.join(stopped, "curves.png")) > 10_000  # drawn from what was logged
     resumed = trainer.train(tiny_config(**overrides), stopped)
     reference = trainer.train(tiny_config(**overrides), str(tmp_path / "reference"))
-    assert resumed.stopped_by is None and resumed.step == 300
+    assert resumed.stopped_by is None and resumed.step == 300 and resumed.resumed_from == steps[0]
     _assert_bitwise(resumed.state, reference.state)
 
 
@@ -125,6 +125,7 @@ def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog, how):
     with caplog.at_level(logging.WARNING):
         resumed = trainer.train(tiny_config(num_steps=30), workdir)
     assert any("checkpoints/20 is corrupted or half-written" in r.getMessage() for r in caplog.records)
+    assert resumed.resumed_from == 10  # the previous checkpoint, not a fresh start
     assert os.path.isdir(os.path.join(workdir, "corrupt_checkpoints", "20"))
     reference = trainer.train(tiny_config(num_steps=30), reference_dir)
     _assert_bitwise(resumed.state, reference.state)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from logic_jax.interp import pairs
+from logic_jax.problem import format as fmt
 from logic_jax.problem import oracle
 from logic_jax.problem.config import ProblemConfig
 
@@ -88,7 +89,9 @@ def test_metric_and_contexts(made):
     np.testing.assert_array_equal(metric.tok_a, clean.first_answer)
     np.testing.assert_array_equal(metric.tok_b, cf.first_answer)
     np.testing.assert_array_equal(metric.pos, PROBLEM.context_len - 1)
-    assert pairs.context_tokens(clean, PROBLEM).shape == (N, PROBLEM.context_len)
+    contexts = np.asarray(pairs.context_tokens(clean, PROBLEM))
+    assert contexts.shape == (N, PROBLEM.context_len) and (contexts[:, -1] == fmt.ANSWER).all()
+    np.testing.assert_array_equal(contexts, np.asarray(clean.tokens)[:, : PROBLEM.context_len])
 
 
 def test_pair_errors():

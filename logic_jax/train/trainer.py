@@ -48,6 +48,7 @@ class TrainResult:
     wall_time: float  # seconds, summed over restarts
     members: list
     stopped_by: str | None = None  # the signal that stopped the run early (SIGTERM, SIGINT), saved at `step`
+    resumed_from: int | None = None  # the checkpoint step this call started from (None: a fresh start)
 
 
 def run_info(config, members: Sequence[Member]) -> dict:
@@ -202,7 +203,8 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
             ckpt.wait()
             ckpt.close()
             log.close()
-    return TrainResult(state=state, step=step, evals=evals, wall_time=wall_time(), members=members, stopped_by=stop.name)
+    resumed_from = None if restored is None else restored[0]
+    return TrainResult(state=state, step=step, evals=evals, wall_time=wall_time(), members=members, stopped_by=stop.name, resumed_from=resumed_from)
 
 
 def latest_metrics(workdir: str) -> dict:
