@@ -372,17 +372,71 @@ def test_analysis_problems_keep_what_the_run_fixed():
     assert 0.3 < both.latent.is_and.mean() < 0.7
 
 
+@pytest.mark.parametrize("depth", [DEPTH, 5])
 @pytest.mark.parametrize("logop_first", [True, False])
-def test_position_roles_name_what_each_position_holds(logop_first):
-    batch = common.problems(jax.random.PRNGKey(2), ProblemConfig(depth=DEPTH, fix_logop_chain_first=logop_first), 64)
-    context = common.context(batch)
-    roles = common.position_roles(DEPTH, logop_first)
-    fixed = {"->": fmt.IMPLIES, ".": fmt.DOT, "FACTS": fmt.FACTS, "Q:": fmt.QUESTION, "ANS": fmt.ANSWER}
+def test_position_roles_name_what_each_position_holds(logop_first, depth):
+    batch = common.problems(jax.random.PRNGKey(2), ProblemConfig(depth=depth, fix_logop_chain_first=logop_first), 64)
+    context = np.asarray(common.context(batch))
+    roles = common.position_roles(depth, logop_first)
+    assert len(roles) == context.shape[1]
+    # The independent truth: the sampled latent letters (a_0..a_{d-1}, b_0.., c_0..), the operator,
+    # the operand order, the fact order and truth values, the query, and the metadata's positions.
+    lat = batch.latent
+    letters = np.asarray(lat.letters)
+    d = depth
+    chain = {"a": 0, "b": d, "c": 2 * d}
+    first_letter, second_letter = letters[:, d - 2], letters[:, 2 * d - 2]  # a_{d-2}, b_{d-2}: the LogOp rule's operands
+    swapped = np.asarray(lat.operands_swapped)
+    truth = np.asarray(lat.truth)  # first operand's source, second operand's source, linear source
+    # a_0 holds the first operand's truth unless the rule reads b OP a.
+    truth_of_source = np.stack([np.where(swapped, truth[:, 1], truth[:, 0]), np.where(swapped, truth[:, 0], truth[:, 1]), truth[:, 2]], -1)
+    fact_order = np.asarray(lat.fact_order)  # source (0 a_0, 1 b_0, 2 c_0) of each written fact
+    expected = {
+        "->": fmt.IMPLIES, ".": fmt.DOT, "FACTS": fmt.FACTS, "END_F": fmt.END_FACTS, "Q:": fmt.QUESTION,
+        "END_Q": fmt.END_QUESTION, "ANS": fmt.ANSWER,
+        "OP": np.where(lat.is_and, fmt.AND, fmt.OR),
+        "x": np.where(swapped, second_letter, first_letter),
+        "y": np.where(swapped, first_letter, second_letter),
+        "QUERY": np.where(lat.query_logop, letters[:, d - 1], letters[:, 3 * d - 1]),
+    }
+    for name, base in chain.items():
+        for i in range(d):
+            expected[f"{name}{i}"] = letters[:, base + i]
+    for k in range(1, 4):
+        source = fact_order[:, k - 1]
+        expected[f"fact{k}"] = letters[np.arange(len(source)), np.array([0, d, 2 * d])[source]]
+    seen = set()
     for i, role in enumerate(roles):
-        if role in fixed:
-            assert (context[:, i] == fixed[role]).all(), (i, role)
-        elif role == "OP":
-            assert np.isin(context[:, i], (fmt.AND, fmt.OR)).all(), i
+        if role == "T/F":
+            # The value written after fact k: TRUE/FALSE, and the truth of that fact's source.
+            assert np.isin(context[:, i], (fmt.TRUE, fmt.FALSE)).all(), f"position {i} (T/F) holds {fmt.TOKEN_NAMES[int(context[0, i])]}"
+            assert roles[i - 1] in ("fact1", "fact2", "fact3"), f"position {i}: T/F follows {roles[i - 1]!r}, not a fact's letter"
+            source = fact_order[:, int(roles[i - 1][4:]) - 1]
+            want = np.where(truth_of_source[np.arange(len(source)), source], fmt.TRUE, fmt.FALSE)
+        else:
+            assert role in expected, f"position {i}: unknown role {role!r}"
+            want = expected[role]
+        seen.add(role)
+        np.testing.assert_array_equal(context[:, i], np.broadcast_to(want, context[:, i].shape), err_msg=f"position {i} role {role}")
+    # Every letter role of the chains, both operands, the three facts and the query are placed.
+    letter_roles = {f"{c}{i}" for c in "abc" for i in range(d)} - {f"b{d - 1}"}  # b_{d-1} is never written
+    assert letter_roles | {"x", "y", "OP", "QUERY", "T/F", "fact1", "fact2", "fact3"} <= seen
+    # The roles agree with the batch's positions: rule_pos (canonical order) and fact_pos.
+    rule_pos, fact_pos = np.asarray(batch.rule_pos), np.asarray(batch.fact_pos)
+    at = lambda pos: np.asarray(roles)[pos]  # noqa: E731
+    for i in range(d - 2):
+        assert (at(rule_pos[:, 2 * i]) == f"a{i}").all() and (at(rule_pos[:, 2 * i] + 2) == f"a{i + 1}").all()
+        assert (at(rule_pos[:, 2 * i + 1]) == f"b{i}").all() and (at(rule_pos[:, 2 * i + 1] + 2) == f"b{i + 1}").all()
+    logop = rule_pos[:, 2 * (d - 2)]
+    assert (at(logop) == "x").all() and (at(logop + 1) == "OP").all() and (at(logop + 2) == "y").all()
+    assert (at(logop + 4) == f"a{d - 1}").all()
+    for i in range(d - 1):
+        assert (at(rule_pos[:, 2 * (d - 2) + 1 + i]) == f"c{i}").all() and (at(rule_pos[:, 2 * (d - 2) + 1 + i] + 2) == f"c{i + 1}").all()
+    for j in range(3):
+        fact_roles = at(fact_pos[:, j])
+        assert np.char.startswith(fact_roles.astype(str), "fact").all() and (at(fact_pos[:, j] + 1) == "T/F").all()
+        assert (np.asarray([fact_order[b, int(r[4:]) - 1] for b, r in enumerate(fact_roles)]) == j).all()
+    assert roles.index("QUERY") == fmt.query_pos(d) == int(batch.query_pos[0])
 
 
 def test_a_label_check_counts_the_seeds_that_meet_it():

@@ -70,6 +70,80 @@ def test_module_equals_pure_forward(params, forward):
     np.testing.assert_allclose(model(tokens), forward(params, tokens)[0], rtol=1e-5, atol=1e-6)
 
 
+def _numpy_gpt(p, tokens, cfg):
+    """The GPT forward written out in float64 numpy, from the architecture, not from gpt.py.
+
+    Pre-LayerNorm blocks (biased variance, eps inside the square root), learned absolute
+    positions added to the token embedding, causal softmax attention with scores scaled by
+    1/sqrt(d_head), a query and a value bias but no key bias, an output bias, GELU MLP, a
+    final LayerNorm and an untied unembedding with a bias. GELU: the model documents and uses
+    GPT-2's tanh approximation (``jax.nn.gelu(approximate=True)``), so this uses the tanh
+    formula 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); the exact erf GELU differs from
+    it by up to ~5e-3 per unit, which the tolerances below would see. Returns (logits, values
+    of a few hook sites) in TransformerLens layouts.
+    """
+    f = lambda x: np.asarray(x, np.float64)  # noqa: E731
+
+    def layer_norm(x, ln):
+        mu = x.mean(-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + cfg.ln_eps) * f(ln["scale"]) + f(ln["bias"])
+
+    def gelu(x):
+        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+    tokens = np.asarray(tokens)
+    n = tokens.shape[1]
+    x = f(p["W_E"])[tokens] + f(p["W_pos"])[:n][None]
+    causal = np.tril(np.ones((n, n), bool))
+    sites = {}
+    for i in range(cfg.n_layers):
+        blk = {k: jax.tree.map(f, v) for k, v in p["blocks"][i].items()}
+        a = blk["attn"]
+        h = layer_norm(x, blk["ln1"])
+        q = np.einsum("bpd,dhe->bphe", h, a["W_Q"]) + a["b_Q"]
+        k = np.einsum("bpd,dhe->bphe", h, a["W_K"])
+        v = np.einsum("bpd,dhe->bphe", h, a["W_V"]) + a["b_V"]
+        scores = np.einsum("bqhe,bkhe->bhqk", q, k) / np.sqrt(cfg.d_model // cfg.n_heads)
+        scores = np.where(causal, scores, -np.inf)
+        pattern = np.exp(scores - scores.max(-1, keepdims=True))
+        pattern /= pattern.sum(-1, keepdims=True)
+        z = np.einsum("bhqk,bkhe->bqhe", pattern, v)
+        x = x + np.einsum("bqhe,hed->bqd", z, a["W_O"]) + a["b_O"]
+        m = blk["mlp"]
+        mlp_out = gelu(layer_norm(x, blk["ln2"]) @ m["W_in"] + m["b_in"]) @ m["W_out"] + m["b_out"]
+        x = x + mlp_out
+        sites.update({f"blocks.{i}.attn.hook_pattern": pattern, f"blocks.{i}.attn.hook_z": z, f"blocks.{i}.hook_mlp_out": mlp_out, f"blocks.{i}.hook_resid_post": x})
+    logits = layer_norm(x, p["ln_final"]) @ f(p["W_U"]) + f(p["b_U"])
+    return logits, sites
+
+
+def test_forward_matches_an_independent_numpy_forward(forward):
+    # Random weights well away from init (every bias and LayerNorm parameter non-trivial, MLP
+    # inputs of order 1 on both sides of 0, attention neither uniform nor one-hot), so the
+    # attention scale, the nonlinearity, the biases and the LayerNorms all move the outputs.
+    rng = np.random.default_rng(0)
+    std = dict(W_E=1.0, W_pos=0.5, W_Q=0.25, W_K=0.25, W_V=0.4, W_O=0.4, W_in=0.5, W_out=0.3, W_U=0.5)
+
+    def draw(path, x):
+        name = path[-1].key
+        if name == "scale":
+            return (1.0 + 0.3 * rng.standard_normal(x.shape)).astype(np.float32)
+        return (std.get(name, 0.2) * rng.standard_normal(x.shape)).astype(np.float32)
+
+    p = jax.tree_util.tree_map_with_path(draw, gpt.abstract_params(CFG))
+    tokens = _tokens(n=3, length=24, seed=5)
+    names = ("blocks.0.attn.hook_pattern", "blocks.1.attn.hook_pattern", "blocks.0.hook_mlp_out", "blocks.0.hook_resid_post", "blocks.1.attn.hook_z")
+    logits, cache = forward(jax.tree.map(jnp.asarray, p), tokens, cache=names)
+    ref_logits, ref = _numpy_gpt(p, tokens, CFG)
+    for name in names:
+        np.testing.assert_allclose(np.asarray(cache[name], np.float64), ref[name], rtol=1e-4, atol=1e-4 * float(np.abs(ref[name]).max()), err_msg=name)
+    np.testing.assert_allclose(np.asarray(logits, np.float64), ref_logits, rtol=1e-4, atol=1e-4 * float(np.abs(ref_logits).max()), err_msg="logits")
+    # The weights are large enough that attention is not trivial: not (near) one-hot, not uniform.
+    pattern = ref["blocks.0.attn.hook_pattern"][:, :, -1, :]
+    assert 0.05 < pattern.max() < 0.9
+
+
 def test_patch_z_per_head_flows_through_output_projection(params, forward):
     tokens = _tokens()
     clean, cache = forward(params, tokens, cache=("blocks.0.hook_attn_out", "blocks.0.attn.hook_z"))

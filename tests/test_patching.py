@@ -45,6 +45,14 @@ def _metric_of(forward, params, tokens, metric):
     return metric(iv.run_with_cache(forward, params, tokens, ())[0])
 
 
+def _patched_by_hand(forward, params, clean, cf, metric, site, positions=None, heads=None):
+    """The metric of ONE patched run built directly: ``site`` takes the cf run's values at
+    ``positions`` x ``heads`` (no sweep plan, no position table of a sweep, no rearranging)."""
+    _, cf_cache = iv.run_with_cache(forward, params, cf, [site])
+    logits, _ = iv.run_with_cache(forward, params, clean, (), patches=iv.patch_from(cf_cache, site, positions=positions, heads=heads))
+    return metric(logits)
+
+
 # --- Metrics ------------------------------------------------------------------------------------
 def test_logit_diff_and_normalized_effect():
     logits = jnp.arange(2 * 3 * 5, dtype=jnp.float32).reshape(2, 3, 5)
@@ -75,6 +83,16 @@ def test_vmapped_sweep_equals_loop(gpt_params, pairs, site, over, kwargs):
         one_program = patching_sweep(GPT_FORWARD, gpt_params, clean, cf, metric, site, over, layers=2, share_upstream=False, **kwargs)
         np.testing.assert_allclose(one_program, looped, atol=1e-5)
     assert float(jnp.abs(swept - _metric_of(GPT_FORWARD, gpt_params, clean, metric)).max()) > 1e-3  # patching did something
+    # Independently of the sweep's plan and tables: the last cell of every swept axis, patched by hand.
+    cell = {a: sizes[a] - 1 for a in over}
+    positions, heads = kwargs["positions"], kwargs.get("heads", [0, 1, 2])
+    if "pos" in over:  # the last position given (per example for [B, n] positions)
+        positions = positions[:, -1:] if np.ndim(positions) == 2 else positions[-1:]
+    if "head" in over:
+        heads = heads[-1:]
+    name = f"blocks.1.{site}" if site == "hook_resid_pre" else f"blocks.1.attn.{site}"
+    by_hand = _patched_by_hand(GPT_FORWARD, gpt_params, clean, cf, metric, name, positions, None if site == "hook_resid_pre" else heads)
+    np.testing.assert_allclose(swept[tuple(cell[a] for a in over)], by_hand, atol=1e-5)
 
 
 def test_chunked_sweep_and_per_example_metric(attn_params, pairs):
@@ -85,6 +103,13 @@ def test_chunked_sweep_and_per_example_metric(attn_params, pairs):
     chunked = patching_sweep(*args, layers=2, positions=[QUERY, ANSWER, 5], chunk_size=5)  # 24 cells: 4 full chunks and a rest
     assert whole.shape == (2, 4, 3, B)  # the metric's own axis last
     np.testing.assert_allclose(chunked, whole, atol=1e-5)
+    # Every cell against a single patched run built by hand: the pos axis follows the order of
+    # the positions given ([QUERY, ANSWER, 5]), the head and layer axes the head and layer.
+    for layer in range(2):
+        for head in range(4):
+            row = [_patched_by_hand(ATTN_FORWARD, attn_params, clean, cf, per_example, f"blocks.{layer}.attn.hook_z", [p], [head]) for p in (QUERY, ANSWER, 5)]
+            np.testing.assert_allclose(whole[layer, head], np.stack(row), atol=1e-5, err_msg=f"layer {layer} head {head}")
+    assert float(np.abs(np.diff(np.asarray(whole), axis=2)).max()) > 1e-3  # the positions differ: their order shows
 
 
 def test_patching_a_whole_layer_gives_the_counterfactual(attn_params, pairs):
@@ -132,7 +157,7 @@ def _query_copying_gpt(key):
     """
     cfg = gpt.GPTConfig(n_layers=3, n_heads=3, d_model=90, d_mlp=48)
     params = gpt.init_params(key, cfg)
-    d, e, n_tok = cfg.d_model, cfg.d_head, fmt.VOCAB_SIZE
+    d, n_tok = cfg.d_model, fmt.VOCAB_SIZE
     pos_dim = lambda p: n_tok + p  # noqa: E731
     params["W_E"] = jnp.eye(n_tok, d)
     params["W_pos"] = jnp.zeros((cfg.max_len, d)).at[jnp.arange(38), pos_dim(jnp.arange(38))].set(1.0)
@@ -173,6 +198,10 @@ def test_attribution_is_exact_where_the_model_is_linear(attn_params, pairs, site
     attributed = attribution_sweep(ATTN_FORWARD, attn_params, clean, cf, metric, site, over, positions=positions)
     clean_metric = _metric_of(ATTN_FORWARD, attn_params, clean, metric)
     assert attributed.shape == exact.shape
+    # The exact sweep, cell by cell, against single patched runs built by hand.
+    heads = [None] if "head" not in over else [[h] for h in range(exact.shape[0])]
+    by_hand = np.array([[_patched_by_hand(ATTN_FORWARD, attn_params, clean, cf, metric, site, [p], h) for p in positions] for h in heads])
+    np.testing.assert_allclose(exact, by_hand.reshape(exact.shape), atol=1e-5)
     np.testing.assert_allclose(attributed, exact - clean_metric, atol=1e-4 * max(1.0, float(jnp.abs(exact - clean_metric).max())))
 
 
