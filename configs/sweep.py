@@ -4,8 +4,10 @@
     # another grid: --config.sweep.optim.lr="(1e-3,3e-3,1e-2)" --config.sweep.model.d_model="(32,64)"
 
 4 points x 2 seeds: the two learning rates of one width train together (one vmap of 4 members),
-so the sweep runs 2 groups. Keys that may be swept: any config key; points that differ only in
-``seed`` and ``optim.*`` share a vmap. Summary: runs/sweep/summary.md and summary.csv.
+so the sweep runs 2 groups. Keys that may be swept: any config key, added to ``c.sweep`` in this
+file or a copy (the command line changes the values of the axes that the file has, not new
+ones); points that differ only in ``seed`` and ``optim.*`` share a vmap. Summary:
+runs/sweep/summary.md, summary.csv and curves.png.
 """
 
 import importlib.util

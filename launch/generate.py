@@ -1,4 +1,4 @@
-"""Greedy text generation from a Hugging Face Mistral checkpoint directory, for checking by hand.
+r"""Greedy text generation from a Hugging Face Mistral checkpoint directory, for checking by hand.
 
     python launch/generate.py --checkpoint=/path/to/Mistral-7B-v0.1 --prompt="The capital of France is" \
         [--max_new_tokens=32] [--dtype=bfloat16|float32] [--mesh=none|tensor|fsdp] \

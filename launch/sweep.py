@@ -16,7 +16,7 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.a
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from logic_jax.train import multihost  # noqa: E402  (its flags: --multihost and where the processes meet)
+from logic_jax.train import cli, multihost  # noqa: E402  (multihost's flags: --multihost and where the processes meet)
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "A sweep config (configs/sweep.py).", lock_config=True)
@@ -48,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

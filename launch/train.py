@@ -18,7 +18,7 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.a
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from logic_jax.train import multihost  # noqa: E402  (its flags: --multihost and where the processes meet)
+from logic_jax.train import cli, multihost  # noqa: E402  (multihost's flags: --multihost and where the processes meet)
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "A configs/*.py file; override keys with --config.KEY=VALUE.", lock_config=True)
@@ -46,7 +46,8 @@ def main(argv):
         sys.exit(1)
     if result.evals:
         step, metrics = result.evals[-1]
-        print(f"step {step}: {evaluate.summary_line(metrics)}; wall time {result.wall_time:.0f}s", flush=True)
+        label = f"step {step}" if step == result.step else f"last evaluation (step {step}; stopped at {result.step})"
+        print(f"{label}: {evaluate.summary_line(metrics)}; wall time {result.wall_time:.0f}s", flush=True)
     if jax.process_index() == 0:
         try:
             print(f"wrote {curves.draw_run(FLAGS.workdir)}", flush=True)
@@ -57,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

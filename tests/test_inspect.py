@@ -1,6 +1,7 @@
 """launch/inspect.py: a written checkpoint read back alone, on fresh problems and on a JSONL file."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -69,9 +70,11 @@ def test_inspect_json_on_one_device_reads_an_eight_device_checkpoint(run, tmp_pa
     assert [s["evaluation"]["errors"] for s in report["seeds"]] == [m["errors"] for m in here]
 
 
-def test_inspect_text_fresh_problems_and_step(run):
+def test_inspect_text_fresh_problems_and_step(run, caplog):
     workdir, result = run
-    report = inspection.inspect_run(workdir, step=10, num_problems=16)
+    with caplog.at_level(logging.WARNING):
+        report = inspection.inspect_run(workdir, step=10, num_problems=16)
+    assert not [r.getMessage() for r in caplog.records if "read only" in r.getMessage()]  # orbax's, for every reader
     assert report["step"] == 10 and report["problems"] == dict(kind="fresh", n=16, note=report["problems"]["note"])
     text = inspection.format_text(report)
     assert "step        10" in text and "OR TT" in text and len(text.splitlines()) == 10 + 8
@@ -89,6 +92,10 @@ def test_inspect_errors(run, tmp_path):
     (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
     with pytest.raises(CheckpointError, match="holds no checkpoints"):
         inspection.inspect_run(str(tmp_path / "empty"))
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "sweep.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"sweep is a sweep: its runs are its groups, .*sweep/groups/g0"):
+        inspection.inspect_run(str(tmp_path / "sweep"))
     with pytest.raises(CheckpointError, match="no checkpoint at step 15"):
         inspection.inspect_run(workdir, step=15)
     bad = tmp_path / "bad.jsonl"

@@ -12,6 +12,7 @@ differs, is a corrupted checkpoint: warn and fall back to the previous step.
 from __future__ import annotations
 
 import hashlib
+import logging as std_logging
 import os
 import shutil
 from typing import Any, Callable
@@ -21,6 +22,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import serialization
+
+from logic_jax.train.files import SWEEP_FILE
 
 FORMAT = "logic_jax.train/1"
 CHECKPOINT_DIR = "checkpoints"
@@ -67,6 +70,16 @@ def member_digests(params) -> list[str]:
     return [digest(jax.tree.map(lambda x: np.asarray(x)[i], params)) for i in range(n)]
 
 
+class _QuietReadOnly(std_logging.Filter):
+    """Drops orbax's warning that a read-only manager's directory is read only: that is the point."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return "Given directory is read only" not in record.getMessage()
+
+
+std_logging.getLogger("absl").addFilter(_QuietReadOnly())
+
+
 class Checkpointer:
     """Save and restore one run's checkpoints."""
 
@@ -74,7 +87,10 @@ class Checkpointer:
         self.directory = checkpoint_dir(workdir)
         self.read_only = read_only
         if read_only and not os.path.isdir(self.directory):
-            raise CheckpointError(f"no checkpoint directory at {self.directory}")
+            hint = ""
+            if os.path.exists(os.path.join(os.path.dirname(self.directory), SWEEP_FILE)):
+                hint = f"; {os.path.dirname(self.directory)} is a sweep: its runs are its groups, {os.path.dirname(self.directory)}/groups/g0, g1, ..."
+            raise CheckpointError(f"no checkpoint directory at {self.directory}{hint}")
         if read_only:
             options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0, max_to_keep=None)
         else:

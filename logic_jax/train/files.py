@@ -11,6 +11,7 @@ import os
 import jax
 
 RUN_FILE = "run.json"  # a training run's config and members (trainer.py)
+SWEEP_FILE = "sweep.json"  # a sweep's config (sweep.py)
 
 
 def write_json(path: str, obj) -> None:

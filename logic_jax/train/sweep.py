@@ -23,11 +23,10 @@ import numpy as np
 
 from logic_jax.train import config as config_lib
 from logic_jax.train import curves
-from logic_jax.train.files import write_json
+from logic_jax.train.files import SWEEP_FILE, write_json
 from logic_jax.train.state import members_of
 from logic_jax.train.trainer import RunMismatchError, train
 
-SWEEP_FILE = "sweep.json"
 # Values that live in each member's state, so points differing only here share a vmap.
 PER_MEMBER = ("seed", "num_seeds", "optim.")
 
