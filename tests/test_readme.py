@@ -1,0 +1,48 @@
+"""The README's Python snippets run as written, on a tiny run and a tiny Mistral checkpoint."""
+
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from logic_jax.train import trainer
+from mistral_fixtures import write_tiny_checkpoint
+from train_fixtures import tiny_config
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+SNIPPETS = re.findall(r"```python\n(.*?)```", open(README).read(), re.S)
+
+
+def _snippet(marker: str) -> str:
+    found = [s for s in SNIPPETS if marker in s]
+    assert len(found) == 1, f"README: {len(found)} python snippets contain {marker!r}"
+    return found[0]
+
+
+def test_the_sampler_snippet():
+    namespace = {"key": jax.random.PRNGKey(0)}
+    exec(_snippet("from logic_jax.problem.sampler import sample"), namespace)
+    batch = namespace["batch"]
+    assert batch.tokens.shape[0] == 4096
+    assert set(np.asarray(batch.case).tolist()) == {1, 2}  # LogOp, OR, first operand TRUE: "OR TT" and "OR TF"
+
+
+def test_the_interventions_snippet(tmp_path):
+    run = tiny_config(num_seeds=1, num_steps=10, **{"model.n_layers": 2})  # the snippet caches blocks.1
+    trainer.train(run, str(tmp_path / "run"))
+    code = _snippet("patching.patching_sweep").replace('"runs/tiny"', repr(str(tmp_path / "run"))).replace(", 1000, ", ", 16, ")
+    namespace = {}
+    exec(code, namespace)
+    layers, heads = run.model.n_layers, run.model.n_heads
+    assert namespace["effect"].shape == (layers, heads, 3) and namespace["screen"].shape == (layers, heads)
+    assert namespace["patched_logits"].shape == namespace["logits"].shape
+
+
+def test_the_mistral_snippet(tmp_path):
+    write_tiny_checkpoint(tmp_path)
+    code = _snippet("mistral.read_config(DIR)").replace("blocks.3.", "blocks.1.")  # the tiny model has 2 layers
+    namespace = {"DIR": str(tmp_path), "tokens": jnp.array([[1, 5, 9, 2]])}
+    exec(code, namespace)
+    assert namespace["logits"].shape == (1, 4, 128) and set(namespace["cache"]) == {"blocks.1.attn.hook_z"}
