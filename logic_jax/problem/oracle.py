@@ -189,8 +189,8 @@ def classify(context: Sequence[int], answer: Sequence[int]) -> str:
     Checked in order: ``correct``; ``malformed`` (not sentences of the proof grammar ending in
     '.' EOS); ``wrong_first_token`` (the first letter is no chain source, or another chain's
     source than the queried one's); ``wrong_branch`` (LogOp: the set of branches written out
-    differs from the minimal proof's; the right set in another order is a wrong step); ``wrong_truth_value`` (the same tokens but for a truth
-    value); else ``wrong_step``.
+    differs from the minimal proof's; the right set in another order is a wrong step);
+    ``wrong_truth_value`` (the same tokens but for a truth value); else ``wrong_step``.
     """
     s = structure(context)
     expected = proof_of(s)

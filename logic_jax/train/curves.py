@@ -56,8 +56,11 @@ def read_run(workdir: str) -> Curves:
     for path in (log, run_file):
         if not os.path.exists(path):
             raise CurvesError(f"no {os.path.basename(path)} in {workdir}: not a training workdir, or no chunk has finished yet")
-    with open(run_file) as f:
-        members = json.load(f)["members"]
+    try:
+        with open(run_file) as f:
+            members = json.load(f)["members"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CurvesError(f"{run_file}: not a trainer's run.json ({type(e).__name__}: {e})") from None
     records = read_jsonl(log)
     train = [r for r in records if r.get("kind") == "train"]
     evals = [r for r in records if r.get("kind") == "eval"]
