@@ -4,7 +4,8 @@
     python launch/inspect.py --workdir=DIR --attention=attn.png [--seed=0] [--tokens=ID,...] [--query=linear|logop] [--with_answer]
     python launch/inspect.py --workdir=DIR --curves=curves.png
 
-Prints the config, step, parameter count, per-seed metrics and a greedy-decoding evaluation
+Prints the config, step, parameter count, per-seed metrics (the step each seed first reached
+100% in the trainer's evaluations among them) and a greedy-decoding evaluation
 per seed (exact match, first token, per case, the oracle's error classes) on fresh held-out
 problems (default: the trainer's held-out set) or on a JSONL file (fields ``context`` and
 ``answer``: token ids, the answer ending with EOS). ``--format=json`` adds ``params_sha256``

@@ -79,6 +79,10 @@ def test_inspect_text_fresh_problems_and_step(run, caplog):
     text = inspection.format_text(report)
     assert "step        10" in text and "OR TT" in text and len(text.splitlines()) == 10 + 8
     assert report["seeds"][3]["trainer_eval"]["step"] == 10
+    assert [s["first_perfect_step"] for s in report["seeds"]] == [None] * 8  # 0% after 10 steps
+    report["seeds"][2]["first_perfect_step"] = 300  # as if seed 2 had reached 100% at step 300
+    rows = inspection.format_text(report).splitlines()[-8:]
+    assert rows[2].split()[:3] == ["2", format(report["seeds"][2]["train_loss"], ".4f"), "300"] and rows[1].split()[2] == "-"
     # The default is the newest checkpoint, evaluated on the trainer's held-out problems.
     newest = inspection.inspect_run(workdir)
     assert newest["step"] == 20

@@ -15,6 +15,7 @@ import pytest
 from logic_jax.train import config as config_lib
 from logic_jax.train import sweep
 from logic_jax.train import trainer
+from logic_jax.train.evaluate import steps_to_perfect
 from logic_jax.train.state import members_of
 from train_fixtures import tiny_config
 
@@ -111,5 +112,5 @@ def test_a_signal_stops_the_sweep_after_the_group_and_a_rerun_finishes_it(tmp_pa
 
 def test_steps_to_100_is_the_first_evaluation_with_every_seed_perfect():
     evals = [(100, [dict(exact=1.0), dict(exact=0.9)]), (200, [dict(exact=0.98), dict(exact=1.0)]), (300, [dict(exact=1.0), dict(exact=1.0)])]
-    assert sweep.steps_to_perfect(evals, [0, 1]) == 300  # not 200: no seed may slip back
-    assert sweep.steps_to_perfect(evals, [0]) == 100 and sweep.steps_to_perfect(evals[:2], [0, 1]) is None
+    assert steps_to_perfect(evals, [0, 1]) == 300  # not 200: no seed may slip back
+    assert steps_to_perfect(evals, [0]) == 100 and steps_to_perfect(evals[:2], [0, 1]) is None

@@ -155,3 +155,11 @@ def make_evaluate(model_cfg: gpt.GPTConfig, context_len: int, mesh=None, batch: 
 def summary_line(metrics: Sequence[dict]) -> str:
     exact = [m["exact"] for m in metrics]
     return f"exact match mean {np.mean(exact):.4f} min {np.min(exact):.4f} (per seed {[round(e, 4) for e in exact]})"
+
+
+def steps_to_perfect(evals: list, members: Sequence[int]) -> int | None:
+    """First evaluated step at which every one of ``members`` is at 100% exact match."""
+    for step, metrics in evals:
+        if all(metrics[i]["exact"] >= 1.0 for i in members):
+            return step
+    return None

@@ -67,6 +67,7 @@ def inspect_run(workdir: str, step: int | None = None, problems_file: str | None
     members = run["members"]
     per_seed = []
     last_eval = metrics.get("evals", [])[-1] if metrics.get("evals") else None
+    evals = [(e["step"], e["metrics"]) for e in metrics.get("evals", [])]
     digests = member_digests(params)
     for i, (member, result) in enumerate(zip(members, results)):
         per_seed.append(
@@ -75,6 +76,7 @@ def inspect_run(workdir: str, step: int | None = None, problems_file: str | None
                 member=member,
                 train_loss=metrics.get("loss", [None] * len(members))[i],
                 trainer_eval=None if last_eval is None else dict(step=last_eval["step"], exact=last_eval["metrics"][i]["exact"]),
+                first_perfect_step=evaluate_lib.steps_to_perfect(evals, [i]),
                 evaluation=result,
                 params_sha256=digests[i],
             )
@@ -105,14 +107,15 @@ def format_text(report: dict) -> str:
         "",
     ]
     cases = fmt.CASE_NAMES
-    header = "seed  train_loss  exact   first   " + "  ".join(f"{c:>7}" for c in cases) + "  errors"
+    header = "seed  train_loss  100% at  exact   first   " + "  ".join(f"{c:>7}" for c in cases) + "  errors"
     lines.append(header)
     for s in report["seeds"]:
         e = s["evaluation"]
         loss = s["train_loss"]
         cells = "  ".join(f"{'-' if e['per_case'][c] is None else format(e['per_case'][c], '.3f'):>7}" for c in cases)
         errors = ", ".join(f"{k} {v}" for k, v in (e.get("errors") or {}).items()) or "-"
-        lines.append(f"{s['seed_index']:>4}  {'-' if loss is None else format(loss, '.4f'):>10}  {e['exact']:.4f}  {e['first_token']:.4f}  {cells}  {errors}")
+        perfect = "-" if s["first_perfect_step"] is None else s["first_perfect_step"]
+        lines.append(f"{s['seed_index']:>4}  {'-' if loss is None else format(loss, '.4f'):>10}  {perfect:>7}  {e['exact']:.4f}  {e['first_token']:.4f}  {cells}  {errors}")
     return "\n".join(lines)
 
 

@@ -16,13 +16,14 @@ import itertools
 import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import numpy as np
 
 from logic_jax.train import config as config_lib
 from logic_jax.train import curves
+from logic_jax.train.evaluate import steps_to_perfect
 from logic_jax.train.files import SWEEP_FILE, write_json
 from logic_jax.train.state import members_of
 from logic_jax.train.trainer import RunMismatchError, train
@@ -102,14 +103,6 @@ def check_sweep_workdir(workdir: str, config) -> None:
 def point_labels(pts: list[dict]) -> dict[int, str]:
     """``{index: "point 1: optim.lr=0.01"}``: a point's name in figures."""
     return {p["index"]: f"point {p['index']}: " + ", ".join(f"{k}={v}" for k, v in p["overrides"].items()) for p in pts}
-
-
-def steps_to_perfect(evals: list, members: Sequence[int]) -> int | None:
-    """First evaluated step at which every one of ``members`` is at 100% exact match."""
-    for step, metrics in evals:
-        if all(metrics[i]["exact"] >= 1.0 for i in members):
-            return step
-    return None
 
 
 def run_sweep(config, workdir: str) -> tuple[list[dict], str | None]:
