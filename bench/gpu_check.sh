@@ -71,6 +71,7 @@ train_small() {  # stopped by its time limit (rc=124 expected): SIGTERM, the run
   GRACE=60 JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache_train step train_small "${TRAIN_S:-300}" python3 launch/train.py --config=configs/small.py --config.num_seeds=$RUN_SEEDS \
     --config.progress=False $RUN_CFG $TRAIN_CFG ${BEST:-} --workdir="$W"
   cp "$W/metrics.jsonl" "$W/run.json" "$R/"
+  cp "$W/curves.png" "$R/" 2>/dev/null || true  # drawn where matplotlib is installed; else draw it here from the two files
 }
 
 gpu_checkpoint() {  # a tiny run written on the GPU, for tests/test_inspect.py: copy $R/gpu_checkpoint to tests/data/

@@ -53,6 +53,8 @@ def main(argv):
             print(f"wrote {curves.draw_run(FLAGS.workdir)}", flush=True)
         except curves.CurvesError as e:  # stopped before its first chunk ended
             print(f"no curves.png: {e}", file=sys.stderr)
+        except ImportError as e:  # a machine without matplotlib (a GPU image): the run itself is complete
+            print(f"no curves.png: {e}; `python launch/inspect.py --workdir=... --curves=FILE.png` draws it elsewhere", file=sys.stderr)
     if result.stopped_by:
         sys.exit(exit_status(result.stopped_by))
 

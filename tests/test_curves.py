@@ -2,13 +2,18 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import matplotlib
 import numpy as np
 import pytest
 
 from logic_jax.train import curves, trainer
-from train_fixtures import tiny_config
+from train_fixtures import tiny_config, write_config_file
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +84,18 @@ def test_errors_name_the_file(run, tmp_path):
         curves.read_run(str(tmp_path))
     with pytest.raises(curves.CurvesError, match="no group of the sweep has logged a step yet"):
         curves.draw_sweep([str(tmp_path / "groups" / "g0")], str(tmp_path / "curves.png"), {})
+
+
+def test_a_machine_without_matplotlib_still_finishes_the_run(tmp_path):
+    blocked = tmp_path / "site" / "matplotlib"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('No module named matplotlib (blocked by the test)')\n")
+    config_file = write_config_file(tmp_path / "cfg.py", TESTS)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), REPO, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "launch", "train.py"), f"--config={config_file}", f"--workdir={tmp_path / 'w'}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "no curves.png: No module named matplotlib" in proc.stderr and "--curves=FILE.png" in proc.stderr
+    assert sorted(os.listdir(tmp_path / "w" / "checkpoints")) == ["10", "20"] and not (tmp_path / "w" / "curves.png").exists()

@@ -151,7 +151,7 @@ def run_sweep(config, workdir: str) -> tuple[list[dict], str | None]:
     if jax.process_index() == 0:
         try:
             curves.draw_sweep(group_dirs, os.path.join(workdir, curves.CURVES_FILE), point_labels(pts))
-        except curves.CurvesError as e:  # stopped before any group's first chunk ended
+        except (curves.CurvesError, ImportError) as e:  # stopped before any group's first chunk ended; no matplotlib
             print(f"no curves.png: {e}", file=sys.stderr)
     return rows, stopped_by
 
