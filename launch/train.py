@@ -48,13 +48,9 @@ def main(argv):
         step, metrics = result.evals[-1]
         label = f"step {step}" if step == result.step else f"last evaluation (step {step}; stopped at {result.step})"
         print(f"{label}: {evaluate.summary_line(metrics)}; wall time {result.wall_time:.0f}s", flush=True)
-    if jax.process_index() == 0:
-        try:
-            print(f"wrote {curves.draw_run(FLAGS.workdir)}", flush=True)
-        except curves.CurvesError as e:  # stopped before its first chunk ended
-            print(f"no curves.png: {e}", file=sys.stderr)
-        except ImportError as e:  # a machine without matplotlib (a GPU image): the run itself is complete
-            print(f"no curves.png: {e}; `python launch/inspect.py --workdir=... --curves=FILE.png` draws it elsewhere", file=sys.stderr)
+    drawn = curves.draw_or_say_why(curves.draw_run, FLAGS.workdir)
+    if drawn:
+        print(f"wrote {drawn}", flush=True)
     if result.stopped_by:
         sys.exit(exit_status(result.stopped_by))
 

@@ -87,9 +87,9 @@ class Checkpointer:
         self.directory = checkpoint_dir(workdir)
         self.read_only = read_only
         if read_only and not os.path.isdir(self.directory):
-            hint = ""
-            if os.path.exists(os.path.join(os.path.dirname(self.directory), SWEEP_FILE)):
-                hint = f"; {os.path.dirname(self.directory)} is a sweep: its runs are its groups, {os.path.dirname(self.directory)}/groups/g0, g1, ..."
+            workdir, hint = os.path.dirname(self.directory), ""
+            if os.path.exists(os.path.join(workdir, SWEEP_FILE)):
+                hint = f"; {workdir} is a sweep: its runs are its groups, {workdir}/groups/g0, g1, ..."
             raise CheckpointError(f"no checkpoint directory at {self.directory}{hint}")
         if read_only:
             options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0, max_to_keep=None)

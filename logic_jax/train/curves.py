@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from typing import Sequence
 
+import jax
 import numpy as np
 
 from logic_jax.train.checkpoint import checkpoint_dir
@@ -130,3 +132,16 @@ def draw_sweep(group_dirs: Sequence[str], path: str, point_labels: dict[int, str
     if not runs:
         raise CurvesError(f"no group of the sweep has logged a step yet ({', '.join(group_dirs)})")
     return draw(runs, path, point_labels, title=os.path.basename(os.path.dirname(os.path.abspath(path))))
+
+
+def draw_or_say_why(draw_fn, *args) -> str | None:
+    """``draw_fn(*args)`` on process 0 (the others share its filesystem), at the end of a run or
+    sweep. A log with no step yet, or a machine without matplotlib, is a line on stderr, not an
+    error: the run itself is complete, and ``inspect --curves`` draws it elsewhere."""
+    if jax.process_index() != 0:
+        return None
+    try:
+        return draw_fn(*args)
+    except (CurvesError, ImportError) as e:
+        print(f"no curves.png: {e}; `python launch/inspect.py --workdir=... --curves=FILE.png` draws it elsewhere", file=sys.stderr)
+        return None

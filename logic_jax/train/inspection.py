@@ -66,7 +66,6 @@ def inspect_run(workdir: str, step: int | None = None, problems_file: str | None
     params = jax.tree.map(np.asarray, state.params)
     members = run["members"]
     per_seed = []
-    last_eval = metrics.get("evals", [])[-1] if metrics.get("evals") else None
     evals = [(e["step"], e["metrics"]) for e in metrics.get("evals", [])]
     digests = member_digests(params)
     for i, (member, result) in enumerate(zip(members, results)):
@@ -75,7 +74,7 @@ def inspect_run(workdir: str, step: int | None = None, problems_file: str | None
                 seed_index=i,
                 member=member,
                 train_loss=metrics.get("loss", [None] * len(members))[i],
-                trainer_eval=None if last_eval is None else dict(step=last_eval["step"], exact=last_eval["metrics"][i]["exact"]),
+                trainer_eval=dict(step=evals[-1][0], exact=evals[-1][1][i]["exact"]) if evals else None,
                 first_perfect_step=evaluate_lib.steps_to_perfect(evals, [i]),
                 evaluation=result,
                 params_sha256=digests[i],

@@ -15,7 +15,6 @@ import io
 import itertools
 import json
 import os
-import sys
 from typing import Any
 
 import jax
@@ -148,11 +147,7 @@ def run_sweep(config, workdir: str) -> tuple[list[dict], str | None]:
             break
     rows.sort(key=lambda r: r["point"])
     write_summary(rows, workdir)
-    if jax.process_index() == 0:
-        try:
-            curves.draw_sweep(group_dirs, os.path.join(workdir, curves.CURVES_FILE), point_labels(pts))
-        except (curves.CurvesError, ImportError) as e:  # stopped before any group's first chunk ended; no matplotlib
-            print(f"no curves.png: {e}", file=sys.stderr)
+    curves.draw_or_say_why(curves.draw_sweep, group_dirs, os.path.join(workdir, curves.CURVES_FILE), point_labels(pts))
     return rows, stopped_by
 
 
