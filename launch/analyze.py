@@ -1,6 +1,7 @@
 """Measure the paper's claims on every seed of a checkpoint: report.md, summary.json, figures.
 
     python launch/analyze.py --workdir=DIR --out=DIR [--seeds=0,1] [--step=S] [--n_attention=1000 ...]
+    python launch/analyze.py --workdir=SWEEP_DIR --out=DIR      # every group of a sweep, compared by grid point
 
 The defaults are the paper's sizes (1,000 problems for attention, 5,000 + 5,000 for probes).
 Runs on whatever JAX finds (a GPU if there is one); set JAX_PLATFORMS=cpu to force the CPU.
@@ -17,7 +18,7 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.a
 from absl import app, flags, logging  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "The run's --workdir (or its checkpoints/ directory).")
+flags.DEFINE_string("workdir", None, "The run's --workdir (or its checkpoints/ directory), or a sweep's.")
 flags.DEFINE_string("out", None, "Output directory for report.md, summary.json and the PNGs.")
 flags.DEFINE_list("seeds", None, "Seed indices to analyse (default: all in the checkpoint).")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest good one).")
@@ -45,8 +46,10 @@ def main(argv):
         raise app.UsageError(f"--seeds must be comma-separated integers, got {','.join(FLAGS.seeds)!r}") from None
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    from logic_jax.analysis import common, pipeline
+    from logic_jax.analysis import common, pipeline, sweep
+    from logic_jax.analysis.report import percent
     from logic_jax.train.checkpoint import CheckpointError
+    from logic_jax.train.config import ConfigError
 
     try:
         settings = common.Settings(
@@ -54,15 +57,26 @@ def main(argv):
             n_probe_train=FLAGS.n_probe_train, n_probe_test=FLAGS.n_probe_test, probe_steps=FLAGS.probe_steps,
             n_patch=FLAGS.n_patch, route_layer=FLAGS.route_layer, read_layer=FLAGS.read_layer, key=FLAGS.key, chunk=FLAGS.chunk,
         )
-        summary = pipeline.analyze(FLAGS.workdir, FLAGS.out, seeds, settings, FLAGS.step, FLAGS.progress)
-    except (common.AnalysisError, CheckpointError) as e:
+        if sweep.is_sweep(FLAGS.workdir):
+            if seeds is not None:
+                raise common.AnalysisError(f"{FLAGS.workdir} is a sweep: --seeds applies to one run (analyse one group, {FLAGS.workdir}/groups/g<k>, for chosen seeds)")
+            summary = sweep.analyze_sweep(FLAGS.workdir, FLAGS.out, settings, FLAGS.step, FLAGS.progress)
+        else:
+            summary = pipeline.analyze(FLAGS.workdir, FLAGS.out, seeds, settings, FLAGS.step, FLAGS.progress)
+    except (common.AnalysisError, CheckpointError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    if "points" in summary:
+        for point in summary["points"]:
+            met = [f"{key} {s['met']}/{len(s['values'])}" for key, s in point["stats"].items() if s["met"] is not None]
+            print(f"point {point['point']} (group {point['group']}, {point['seeds']} seed(s)): " + (", ".join(met) if point["stats"] else "not analysed"))
+        print(f"wrote {FLAGS.out}/report.md, summary.csv, summary.json, claims.png and a report per group in {FLAGS.out}/g<k>/")
+        return
     for table in summary["tables"]:
         for row in table["rows"]:
             if "check" in row:
                 c = row["check"]
-                mean = f", mean {row['mean']}" if "mean" in row else ""  # labels (yes/no) have none
+                mean = "" if row.get("mean") is None else f", mean {percent(row['mean']) if row['kind'] == 'pct' else round(row['mean'], 3)}"  # labels have none
                 print(f"{table['id']}: {row['name']}: paper {row['paper']}, met by {c['met']}/{c['of']} seed(s){mean}")
     print(f"wrote {FLAGS.out}/report.md, summary.json and {len(summary['figures'])} figures")
 

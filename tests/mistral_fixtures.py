@@ -73,8 +73,8 @@ def edit_config(directory: str | Path, **changes: Any) -> None:
     path.write_text(json.dumps(config, indent=2))
 
 
-def write_word_tokenizer(directory: str | Path, vocab_size: int) -> None:
-    """A word-level ``transformers`` tokenizer of exactly ``vocab_size`` tokens (BOS added on encode)."""
+def write_word_tokenizer(directory: str | Path, vocab_size: int, add_bos: bool = True) -> None:
+    """A word-level ``transformers`` tokenizer of exactly ``vocab_size`` tokens (BOS added on encode unless not ``add_bos``)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -82,7 +82,8 @@ def write_word_tokenizer(directory: str | Path, vocab_size: int) -> None:
     vocab.update({f"w{i}": i for i in range(3, vocab_size)})
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    if add_bos:
+        backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     tokenizer.save_pretrained(str(directory))
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from logic_jax.analysis import attention, causal, common, figures, lookup, probes, report, routing
+from logic_jax.analysis import attention, causal, common, figures, lookup, pipeline, probes, report, routing
 from logic_jax.interp.hooks import Patch
 from logic_jax.interp.interventions import merge_patches
 from logic_jax.interp.pairs import make_pairs
@@ -357,6 +357,8 @@ def test_draw_attention_writes_a_png(planted, batches, tmp_path):
 def test_settings_errors_name_the_field():
     with pytest.raises(common.AnalysisError, match="n_probe_train"):
         common.Settings(n_probe_train=0)
+    with pytest.raises(common.AnalysisError, match=r"'n_patch'=20: .* at most n_attention=6"):
+        common.Settings(n_attention=6, n_patch=20)
     with pytest.raises(common.AnalysisError, match="read_layer"):
         common.Settings(read_layer=3).layers(3)
     assert common.Settings().layers(3) == (1, 2)
@@ -370,6 +372,22 @@ def test_analysis_problems_keep_what_the_run_fixed():
     assert batch.latent.query_logop.all() and not batch.latent.is_and.any()
     both = common.problems(jax.random.PRNGKey(1), ProblemConfig(depth=2), 256, query="logop")
     assert 0.3 < both.latent.is_and.mean() < 0.7
+    assert common.unseen(ProblemConfig(depth=2)) == []
+
+
+@pytest.mark.parametrize("p_logop, unseen_query", [(1.0, "linear"), (0.0, "logop")])
+def test_a_run_that_never_saw_a_query_type_is_analysed_off_its_distribution(p_logop, unseen_query):
+    # The trainer accepts p_logop 0 or 1; the analysis still needs both query types, and says so.
+    cfg = ProblemConfig(depth=2, p_logop=p_logop, p_and=0.0)
+    batch = common.problems(jax.random.PRNGKey(2), cfg, 64, query=unseen_query, op="and")
+    assert (batch.latent.query_logop == (unseen_query == "logop")).all() and batch.latent.is_and.all()
+    data = pipeline.make_problems(cfg, common.Settings(n_accuracy=8, n_attention=8, n_routing=8, n_probe_train=8, n_probe_test=8, n_patch=4))
+    assert not data.attention["linear"].latent.query_logop.any() and data.attention["LogOp"].latent.query_logop.all()
+    notes = common.unseen(cfg)
+    assert len(notes) == 2 and ("LogOp queries only" if p_logop == 1.0 else "linear queries only") in notes[0] and "OR only" in notes[1]
+    meta = dict(workdir="w", step=1, seeds=[0], model=dict(n_layers=3, n_heads=3, d_model=8, d_mlp=8), problem=cfg.to_dict(),
+                settings={}, layers=dict(route=1, read=2), off_distribution=notes)
+    assert f"**Off the training distribution:** {notes[0]}." in report.markdown(meta, [], {})
 
 
 @pytest.mark.parametrize("depth", [DEPTH, 5])
@@ -437,6 +455,14 @@ def test_position_roles_name_what_each_position_holds(logop_first, depth):
         assert np.char.startswith(fact_roles.astype(str), "fact").all() and (at(fact_pos[:, j] + 1) == "T/F").all()
         assert (np.asarray([fact_order[b, int(r[4:]) - 1] for b, r in enumerate(fact_roles)]) == j).all()
     assert roles.index("QUERY") == fmt.query_pos(d) == int(batch.query_pos[0])
+
+
+def test_claim1_is_met_at_100_percent_only_and_a_miss_never_prints_as_100():
+    row = report.Row("exact match, all problems", "100%", [1.0, 2047 / 2048, 4095 / 4096], check=(">=", 1.0))
+    assert row.met() == 1
+    table = report.markdown_table(report.Table("t", "title", "claim", "method", [row]), [0, 1, 2])
+    assert "| exact match, all problems | 100% | 100.0% | 99.95% | 99.98% |" in table and "| 1/3 |" in table
+    assert [report.percent(v) for v in (0.5, 0.9994, 0.99999, 1.0)] == ["50.0%", "99.9%", "99.999%", "100.0%"]
 
 
 def test_a_label_check_counts_the_seeds_that_meet_it():

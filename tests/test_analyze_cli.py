@@ -65,6 +65,8 @@ def test_analyze_cli_writes_every_table_and_figure(workdir, tmp_path):
     assert "claim3: both bounds on that head: paper yes, met by " in proc.stdout  # the claim's contrast, per seed
 
     summary = json.loads((out / "summary.json").read_text())
+    exact = summary["tables"][0]["rows"][0]
+    assert exact["key"] == "exact" and (exact["check"]["op"], exact["check"]["threshold"]) == (">=", 1.0)  # the paper's 100%, not 99.9%
     assert [t["id"] for t in summary["tables"]] == list(TABLES)
     assert summary["meta"]["seeds"] == [0, 1] and summary["meta"]["layers"] == {"route": 1, "read": 2}
     for table in summary["tables"]:

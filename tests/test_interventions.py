@@ -135,6 +135,14 @@ def test_gqa_heads_of_k_are_key_value_heads():
         iv.zero_ablate(site, cache[site], heads=3)
 
 
+def test_one_site_given_as_a_string_is_one_site(params, tokens, runs):
+    site = "blocks.1.hook_resid_pre"
+    logits, cache = iv.run_with_cache(FORWARD, params, tokens[0], site)
+    _, expected = iv.run_with_cache(FORWARD, params, tokens[0], [site])
+    assert list(cache) == [site] and np.array_equal(cache[site], expected[site])
+    assert list(iv.site_shapes(FORWARD, params, tokens[0], site)) == [site]
+
+
 def test_errors_name_the_site(params, tokens):
     with pytest.raises(KeyError, match="blocks.7.hook_resid_pre"):
         iv.site_shapes(FORWARD, params, tokens[0], ["blocks.7.hook_resid_pre"])

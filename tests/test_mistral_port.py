@@ -419,6 +419,11 @@ def test_real_mistral_7b_configs_are_supported():
     v03 = {**MISTRAL_7B_V01_CONFIG, "vocab_size": 32768, "rope_theta": 1e6, "sliding_window": None,
            "attention_dropout": 0.0, "transformers_version": "4.42.0.dev0"}
     assert mistral.config_from_hf(v03) == mistral.MistralConfig.mistral_7b_v03()
+    # transformers' bookkeeping keys (a leading "_") change no math; a null theta is refused by name.
+    saved = {**MISTRAL_7B_V01_CONFIG, "_name_or_path": "x", "_attn_implementation_autoset": True}
+    assert mistral.config_from_hf(saved) == mistral.MistralConfig.mistral_7b_v01()
+    with pytest.raises(mistral.UnsupportedConfigError, match=r"unsupported rope_theta=None: expected a positive number"):
+        mistral.config_from_hf({**MISTRAL_7B_V01_CONFIG, "rope_theta": None})
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -435,6 +440,25 @@ def test_tokenizer_from_directory_and_vocab_mismatch(gqa_checkpoint, tmp_path):
     write_word_tokenizer(directory, vocab_size=100)
     with pytest.raises(mistral.TokenizerMismatchError, match="100 tokens"):
         load_tokenizer(directory, config, "directory")
+    write_word_tokenizer(directory, vocab_size=128, add_bos=False)  # Mistral was trained with BOS first: it is added
+    assert load_tokenizer(directory, config, "directory").encode("w5 w7") == [1, 5, 7]
+
+
+def test_a_directory_with_only_tokenizer_model_is_read_by_sentencepiece(v01_checkpoint, tmp_path):
+    # transformers 5 rebuilds a bare tokenizer.model without sentencepiece's leading space ("The", not "▁The").
+    directory = copy_checkpoint(v01_checkpoint[0], tmp_path / "ckpt")
+    shutil.copy(shipped_tokenizer_path("mistral_v1"), directory / "tokenizer.model")
+    config = mistral.read_config(directory)
+    reference = sentencepiece_tokenizer(shipped_tokenizer_path("mistral_v1"))
+    for source in ("auto", "directory"):
+        tokenizer = load_tokenizer(directory, config, source)
+        assert tokenizer.source == str(directory / "tokenizer.model")
+        for text in ("The capital of France is", " x  y", "Rules: A or B implies C."):
+            assert tokenizer.encode(text) == reference.encode(text) and tokenizer.encode(text)[0] == 1
+    assert reference.encode("The capital of France is")[:2] == [1, 415]  # "▁The"
+    (directory / "tokenizer.model").write_bytes(b"not a model")
+    with pytest.raises(mistral.CheckpointError, match=rf"{re.escape(str(directory / 'tokenizer.model'))}: sentencepiece cannot read it"):
+        load_tokenizer(directory, config, "auto")
 
 
 def test_tokenizer_config_alone_is_not_a_tokenizer(gqa_checkpoint, tmp_path):
@@ -460,6 +484,7 @@ def test_tokenizer_config_alone_is_not_a_tokenizer(gqa_checkpoint, tmp_path):
 def test_shipped_tokenizers_fit_v01_and_v03_vocabularies(v03_checkpoint):
     config = mistral.read_config(v03_checkpoint[0])
     assert load_tokenizer(v03_checkpoint[0], config, "mistral_v3").vocab_size == 32768
+    assert load_tokenizer(v03_checkpoint[0], config, "auto").source == str(shipped_tokenizer_path("mistral_v3"))  # no files there: by vocabulary
     with pytest.raises(mistral.TokenizerMismatchError, match="32000 tokens"):
         load_tokenizer(v03_checkpoint[0], config, "mistral_v1")
 

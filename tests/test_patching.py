@@ -146,6 +146,11 @@ def test_sweep_errors_name_the_problem(attn_params, pairs):
         patching_sweep(ATTN_FORWARD, attn_params, clean, {"blocks.0.attn.hook_z": 0.0}, metric, "hook_z", layers=2)
     with pytest.raises(KeyError, match="blocks.5.attn.hook_z"):
         patching_sweep(ATTN_FORWARD, attn_params, clean, cf, metric, "hook_z", layers=[5])
+    # A repeated site would be patched in one cell only (patches are keyed by site).
+    with pytest.raises(ValueError, match=r"sites \['blocks.0.hook_resid_pre'\] appear more than once"):
+        patching_sweep(ATTN_FORWARD, attn_params, clean, cf, metric, ["blocks.0.hook_resid_pre"] * 2, ("layer",))
+    with pytest.raises(ValueError, match=r"sites \['blocks.1.attn.hook_z'\] appear more than once"):
+        patching_sweep(ATTN_FORWARD, attn_params, clean, cf, metric, "hook_z", layers=[1, 0, 1])
 
 
 # --- A hand-built head is found -------------------------------------------------------------------

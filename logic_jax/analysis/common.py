@@ -57,6 +57,9 @@ class Settings:
                 raise AnalysisError(f"analysis setting '{f.name}': must be an integer >= {minimum}, got {value!r}")
         if self.n_routing < 4:
             raise AnalysisError(f"analysis setting 'n_routing': needs at least 4 problems (2 per query type), got {self.n_routing}")
+        if self.n_patch > self.n_attention:
+            raise AnalysisError(f"analysis setting 'n_patch'={self.n_patch}: the head ablation takes its problems from the attention "
+                                f"problems, so it must be at most n_attention={self.n_attention}")
 
     def layers(self, n_layers: int) -> tuple[int, int]:
         """(route, read) blocks for a model of ``n_layers`` blocks, checked."""
@@ -74,12 +77,43 @@ def layer_name(block: int) -> str:
 
 
 # --- Problems ---------------------------------------------------------------------------------
+def pin(cfg: ProblemConfig, query: str | None = None, op: str | None = None) -> ProblemConfig:
+    """``cfg`` with the queried chain ("logop"/"linear") and/or the operator ("or"/"and") fixed.
+
+    What is not given stays as the run had it (a model trained on OR only is analysed on OR
+    only). A choice the run never trained on (p_logop or p_and at 0 or 1) is still drawn, off
+    the run's distribution: its probability is moved so that the config is valid, and
+    ``unseen`` names it for the report.
+    """
+    changes = {}
+    if query is not None:
+        changes["fix_query"] = query
+        if cfg.p_logop in (0.0, 1.0):
+            changes["p_logop"] = 1.0 if query == "logop" else 0.0
+    if op is not None:
+        changes["fix_op"] = op
+        if cfg.p_and in (0.0, 1.0):
+            changes["p_and"] = 1.0 if op == "and" else 0.0
+    return dataclasses.replace(cfg, **changes)
+
+
+def unseen(cfg: ProblemConfig) -> list[str]:
+    """The query types and operators that the analysis draws but the run never trained on."""
+    logop = "logop" if cfg.fix_query == "logop" or cfg.p_logop == 1.0 else "linear" if cfg.fix_query == "linear" or cfg.p_logop == 0.0 else None
+    op = "or" if cfg.fix_op == "or" or cfg.p_and == 0.0 else "and" if cfg.fix_op == "and" or cfg.p_and == 1.0 else None
+    notes = []
+    if logop is not None:
+        other = "linear" if logop == "logop" else "LogOp"
+        notes.append(f"the run trained on {'LogOp' if logop == 'logop' else 'linear'} queries only: every number on {other} queries "
+                     "(claims 2-4, the routing patch, query-switch pairs) is measured off its training distribution")
+    if op is not None:
+        notes.append(f"the run trained on {op.upper()} only: operator-flip pairs and any {'AND' if op == 'or' else 'OR'} problem are off its training distribution")
+    return notes
+
+
 def problems(key: jax.Array, cfg: ProblemConfig, n: int, query: str | None = None, op: str | None = None) -> Batch:
-    """``n`` problems of ``cfg``, the query chain ("logop"/"linear") and operator ("or"/"and") optionally fixed."""
-    # What the run's config fixed stays fixed (a model trained on OR only is analysed on OR only).
-    if query is not None or op is not None:
-        cfg = dataclasses.replace(cfg, fix_query=cfg.fix_query if query is None else query, fix_op=cfg.fix_op if op is None else op)
-    return host(sample(key, cfg, n))
+    """``n`` problems of ``cfg``, the query chain and operator optionally fixed (``pin``)."""
+    return host(sample(key, pin(cfg, query, op), n))
 
 
 def host(tree: Any) -> Any:

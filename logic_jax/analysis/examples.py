@@ -7,7 +7,6 @@ context and its proof) or samples a problem, and returns every layer's attention
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Sequence
 
 import jax
@@ -33,7 +32,7 @@ def attention_example(workdir: str, seed: int = 0, tokens: Sequence[int] | None 
     model_cfg, problem_cfg = config_lib.model_config(run["config"]), config_lib.problem_config(run["config"])
     params = common.seed_params(common.host(state.params), seed)
     if tokens is None:
-        cfg = dataclasses.replace(problem_cfg, fix_query=query) if query else problem_cfg
+        cfg = common.pin(problem_cfg, query=query)
         batch = jax.device_get(sample(jax.random.PRNGKey(key), cfg, 1))
         n = problem_cfg.context_len + (int(batch.answer_len[0]) if with_answer else 0)
         tokens = np.asarray(batch.tokens[0, :n])

@@ -252,3 +252,43 @@ def draw_route_patch(bars: Mapping[str, Mapping[str, np.ndarray]], path: str, ti
     if title:
         _suptitle(fig, title)
     return _save(fig, path)
+
+
+def draw_sweep_claims(values: Mapping[str, Sequence[Sequence[float | None]]], checks: Mapping[str, Sequence | None], point_names: Sequence[str],
+                      path: str, title: str = "", fractions: Sequence[str] = ()) -> str:
+    """One panel a headline quantity: ``values[key][p]`` are point p's per-seed values (None: missing).
+
+    Seeds are dots, the mean over seeds a bar; ``checks[key]`` = (op, threshold) draws the paper's
+    bound as a dashed line; the keys in ``fractions`` share the y range 0..1.
+    """
+    keys = list(values)
+    if not keys:
+        raise AnalysisError("draw_sweep_claims: no quantities to draw")
+    cols = min(4, len(keys))
+    rows = -(-len(keys) // cols)
+    n = len(point_names)
+    fig, axes = _grid(rows, cols, max(2.8, 0.45 * n + 1.2), 2.6)
+    x = np.arange(n)
+    for ax, key in zip(axes.flat, keys):
+        for p, seeds in enumerate(values[key]):
+            ys = np.asarray([v for v in seeds if v is not None and np.isfinite(v)], np.float64)
+            if ys.size:
+                jitter = np.linspace(-0.15, 0.15, ys.size) if ys.size > 1 else np.zeros(1)
+                ax.scatter(p + jitter, ys, s=12, color=f"C{p % 10}", alpha=0.8, zorder=3)
+                ax.hlines(ys.mean(), p - 0.3, p + 0.3, color="k", lw=1.5, zorder=4)
+        check = checks.get(key)
+        if check and check[0] in (">", "<"):
+            ax.axhline(check[1], color="gray", lw=0.8, ls="--", zorder=1)
+        if key in fractions:
+            ax.set_ylim(-0.04, 1.04)
+        ax.set_title(key, fontsize=9)
+        ax.set_xticks(x, [str(p) for p in range(n)], fontsize=7)
+        ax.set_xlim(-0.6, n - 0.4)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    legend = "\n".join(point_names)
+    fig.supxlabel(legend, fontsize=7, ha="left", x=0.01)
+    if title:
+        _suptitle(fig, title, 10)
+    return _save(fig, path)

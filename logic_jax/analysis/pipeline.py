@@ -53,7 +53,7 @@ def make_problems(problem_cfg: ProblemConfig, settings: common.Settings) -> Prob
         a, r, train, test = common.split(common.problems(key(f"problems/{q}"), problem_cfg, sum(sizes), query=q), sizes)
         attn[name], probe[name] = a, (train, test)
         routing_parts.append(r)
-    logop_cfg = dataclasses.replace(problem_cfg, fix_query="logop")
+    logop_cfg = common.pin(problem_cfg, query="logop")
     route_pairs = common.host(pairs_lib.make_pairs(key("route_pairs"), logop_cfg, s.n_patch, "query"))
     # Patching pairs write the chains in one order (the LogOp chain first, unless the run fixed
     # another), so that a position means the same in every pair (the layer x position maps
@@ -226,7 +226,7 @@ def analyze(workdir: str, out_dir: str, seeds: Sequence[int] | None = None, sett
     meta = dict(
         workdir=os.path.abspath(workdir), step=int(step), seeds=seeds, model=model_cfg.to_dict(), problem=problem_cfg.to_dict(),
         settings=dataclasses.asdict(settings), layers=dict(zip(("route", "read"), settings.layers(model_cfg.n_layers))),
-        members=[run["members"][s] for s in seeds],
+        members=[run["members"][s] for s in seeds], off_distribution=common.unseen(problem_cfg),
     )
     files = draw(out_dir, results, seeds, data, model_cfg, problem_cfg, settings)
     tables = report.tables(results, seeds, meta)

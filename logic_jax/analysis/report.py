@@ -17,10 +17,13 @@ class Row:
     paper: str  # the paper's number or statement ("—" when it has none)
     values: list  # one per seed: float, or str for labels (head names)
     kind: str = "pct"  # "pct" | "num" | "label"
-    check: tuple[str, Any] | None = None  # (">" or "<", threshold), or ("=", label): the paper's bound, per seed
+    check: tuple[str, Any] | None = None  # (">", ">=" or "<", threshold), or ("=", label): the paper's bound, per seed
+    key: str | None = None  # a headline row's stable id: the sweep report compares these across grid points
 
     def to_dict(self) -> dict:
         d = dict(name=self.name, paper=self.paper, kind=self.kind, values=common.to_json(self.values))
+        if self.key is not None:
+            d["key"] = self.key
         if self.kind != "label":
             d.update(common.stats(self.values))
         if self.check is not None:
@@ -33,7 +36,8 @@ class Row:
         op, t = self.check
         if op == "=":
             return sum(v == t for v in self.values)
-        ok = [v is not None and np.isfinite(v) and (v > t if op == ">" else v < t) for v in self.values]
+        compare = {">": np.greater, ">=": np.greater_equal, "<": np.less}[op]
+        ok = [v is not None and np.isfinite(v) and bool(compare(v, t)) for v in self.values]
         return int(sum(ok))
 
 
@@ -73,12 +77,12 @@ def tables(results: list[dict], seeds: Sequence[int], meta: dict) -> list[Table]
 
     # Claim 1 ---------------------------------------------------------------------------------
     rows = [
-        Row("exact match, all problems", "100%", col(lambda r: r["accuracy"]["exact"]), check=(">", 0.999)),
+        Row("exact match, all problems", "100%", col(lambda r: r["accuracy"]["exact"]), check=(">=", 1.0), key="exact"),
         Row("exact match, linear queries", "100%", col(lambda r: r["accuracy"]["per_query"]["linear"])),
         Row("exact match, LogOp queries", "100%", col(lambda r: r["accuracy"]["per_query"]["LogOp"])),
     ]
     rows += [Row(f"exact match, case {c}", "100%", col(lambda r, c=c: r["accuracy"]["per_case"][c])) for c in fmt.CASE_NAMES]
-    rows.append(Row("first answer token correct", "—", col(lambda r: r["accuracy"]["first_token"])))
+    rows.append(Row("first answer token correct", "—", col(lambda r: r["accuracy"]["first_token"]), key="first_token"))
     out.append(Table(
         "claim1", "Claim 1: accuracy", "100% exact match of the whole greedy-decoded proof on held-out problems.",
         f"Greedy decoding of {meta['settings']['n_accuracy']} fresh problems of the training distribution (the trainer's "
@@ -88,8 +92,8 @@ def tables(results: list[dict], seeds: Sequence[int], meta: dict) -> list[Table]
 
     # Claim 2 ---------------------------------------------------------------------------------
     rows = [
-        Row("chain separation (within − between cosine)", "two clusters", col(lambda r: r["routing"]["chain_separation"]), "num"),
-        Row("chain silhouette (cosine distance)", "two clusters", col(lambda r: r["routing"]["chain_silhouette"]), "num"),
+        Row("chain separation (within − between cosine)", "two clusters", col(lambda r: r["routing"]["chain_separation"]), "num", key="chain_separation"),
+        Row("chain silhouette (cosine distance)", "two clusters", col(lambda r: r["routing"]["chain_silhouette"]), "num", key="chain_silhouette"),
         Row("mean within-chain-group cosine", "—", col(lambda r: r["routing"]["chain_within"]), "num"),
         Row("mean between-chain-group cosine", "—", col(lambda r: r["routing"]["chain_between"]), "num"),
         Row("OR/AND separation, LogOp queries", "weaker sub-structure", col(lambda r: r["routing"]["op_separation"]), "num"),
@@ -108,11 +112,11 @@ def tables(results: list[dict], seeds: Sequence[int], meta: dict) -> list[Table]
     c3 = lambda key: col(lambda r: r["attention"]["claim3"][key])  # noqa: E731
     rows = [
         Row(f"reading head of {L3}", "—", [f"h{int(v)}" for v in c3("head")], "label"),
-        Row("linear queries: reading head's attention ANSWER→QUERY", "> 90%", c3("linear_head"), check=(">", 0.9)),
-        Row("LogOp queries: the same head's attention ANSWER→QUERY", "< 5%", c3("logop_head")),
+        Row("linear queries: reading head's attention ANSWER→QUERY", "> 90%", c3("linear_head"), check=(">", 0.9), key="claim3_linear"),
+        Row("LogOp queries: the same head's attention ANSWER→QUERY", "< 5%", c3("logop_head"), key="claim3_logop"),
         # The claim is the contrast on one head: a head that never reads QUERY is not "< 5%" met.
         Row("both bounds on that head", "yes", [None if None in (lin, lo) else "yes" if lin > 0.9 and lo < 0.05 else "no"
-                                               for lin, lo in zip(c3("linear_head"), c3("logop_head"))], "label", check=("=", "yes")),
+                                               for lin, lo in zip(c3("linear_head"), c3("logop_head"))], "label", check=("=", "yes"), key="claim3_both"),
         Row("linear queries: mean over heads", "—", c3("linear_mean")),
         Row("LogOp queries: mean over heads", "—", c3("logop_mean")),
     ]
@@ -134,7 +138,7 @@ def tables(results: list[dict], seeds: Sequence[int], meta: dict) -> list[Table]
     after, before = probes.stage_after(route), probes.stage_after(route - 1) if route > 0 else "embed"
     last = probes.stage_after(meta["model"]["n_layers"] - 1)
     rows = [
-        Row(f"linear probe at QUERY after {L2}", "> 97%", probe("linear", after, "QUERY"), check=(">", 0.97)),
+        Row(f"linear probe at QUERY after {L2}", "> 97%", probe("linear", after, "QUERY"), check=(">", 0.97), key="linear_probe"),
         Row(f"linear probe at QUERY before it ({before})", "—", probe("linear", before, "QUERY")),
         Row(f"linear probe at ANSWER after the last layer ({last})", "—", probe("linear", last, "ANSWER")),
         Row(f"LogOp probe at QUERY after {L2}", "—", probe("LogOp", after, "QUERY")),
@@ -178,9 +182,9 @@ def tables(results: list[dict], seeds: Sequence[int], meta: dict) -> list[Table]
     # Fact lookup -------------------------------------------------------------------------------
     lk = lambda key: col(lambda r: r["lookup"][key])  # noqa: E731
     rows = [
-        Row("truth value copied after a fact's letter (teacher-forced)", "—", lk("copy")),
+        Row("truth value copied after a fact's letter (teacher-forced)", "—", lk("copy"), key="lookup_copy"),
         Row("previous-token head at the facts' truth values", "—", [_head(r["lookup"]["prev_head"]) for r in results], "label"),
-        Row("its attention from a truth value onto its letter", "—", lk("prev_head_attention")),
+        Row("its attention from a truth value onto its letter", "—", lk("prev_head_attention"), key="prev_token_head"),
         Row("lookup head: answer's letter onto its fact's truth value", "—", [_head(r["lookup"]["lookup_head"]) for r in results], "label"),
         Row("its attention on that truth value", "—", lk("lookup_head_attention")),
     ]
@@ -208,7 +212,7 @@ def tables(results: list[dict], seeds: Sequence[int], meta: dict) -> list[Table]
             Row(f"{d}: recipient's first token correct, unpatched", "—", rp("accuracy_before")),
             Row(f"{d}: first token = donor's, unpatched", "—", rp("donor_before")),
             Row(f"{d}: first token = donor's, patched (flip rate)", "—", rp("donor_after")),
-            Row(f"{d}: normalised LD effect", "—", rp("effect"), "num"),
+            Row(f"{d}: normalised LD effect", "—", rp("effect"), "num", key=f"route_patch_{d.replace('->', '_to_')}"),
         ]
     for q in ("linear", "LogOp"):
         ab = [r["ablation"][q] for r in results]
@@ -243,15 +247,24 @@ def _fmt(v, kind: str) -> str:
     if kind == "label" or isinstance(v, str):
         return str(v)
     if kind == "pct":
-        return f"{100 * v:.1f}%"
+        return percent(v)
     return f"{v:.3f}"
+
+
+def percent(v: float) -> str:
+    """``v`` as a percentage with one decimal, or more where one would round a miss up to 100.0%."""
+    for decimals in range(1, 5):
+        text = f"{100 * v:.{decimals}f}"
+        if v >= 1 or float(text) < 100:
+            return text + "%"
+    return f"{100 * v:.4f}%"
 
 
 def _spread(d: dict, kind: str) -> tuple[str, str]:
     if kind == "label" or d.get("mean") is None:
         return "", ""
     if kind == "pct":
-        return f"{100 * d['mean']:.1f}% ± {100 * d['std']:.1f}", f"{100 * d['min']:.1f}–{100 * d['max']:.1f}%"
+        return f"{percent(d['mean'])} ± {100 * d['std']:.1f}", f"{percent(d['min'])}–{percent(d['max'])}"
     return f"{d['mean']:.3f} ± {d['std']:.3f}", f"{d['min']:.3f}–{d['max']:.3f}"
 
 
@@ -281,6 +294,9 @@ def markdown(meta: dict, tables: list[Table], files: dict[str, str]) -> str:
         "'paper met' counts the seeds within the paper's bound. Every number is also in `summary.json`.",
         "",
     ]
+    lines += [f"**Off the training distribution:** {note}." for note in meta.get("off_distribution", [])]
+    if meta.get("off_distribution"):
+        lines.append("")
     for t in tables:
         lines += [f"## {t.title}", "", f"**Paper.** {t.claim}", "", f"**Measured.** {t.method}", "", markdown_table(t, meta["seeds"]), ""]
         shown = [f for f in t.figures if f in files]

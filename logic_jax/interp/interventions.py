@@ -172,12 +172,17 @@ def run_with_cache(forward: Forward, params: Any, tokens: Array, sites: Iterable
 
     The model raises a KeyError naming any site it does not have.
     """
-    return jit_forward(forward)(params, tokens, patches, cache=tuple(sites), **forward_kwargs)
+    return jit_forward(forward)(params, tokens, patches, cache=site_tuple(sites), **forward_kwargs)
+
+
+def site_tuple(sites: Iterable[str] | str) -> tuple[str, ...]:
+    """Site names as a tuple; one name given as a string is one site (not its characters)."""
+    return (sites,) if isinstance(sites, str) else tuple(sites)
 
 
 def site_shapes(forward: Forward, params: Any, tokens: Array, sites: Iterable[str], **forward_kwargs) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes and dtypes of the sites' activations, by tracing only (no compute)."""
-    sites = tuple(sites)
+    sites = site_tuple(sites)
     _, cache = jax.eval_shape(lambda p, t, kw: forward(p, t, None, sites, **kw), params, tokens, forward_kwargs)
     missing = [s for s in sites if s not in cache]
     if missing:  # a model that does not check site names itself

@@ -120,6 +120,9 @@ def plan_sweep(forward, params, clean_tokens, site, over, layers, positions, hea
     names = _site_names(site, layers)
     if not names:
         raise ValueError("no sites to patch (empty layers or site list)")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # patches are keyed by site: a repeat would patch only once, in the last cell
+        raise ValueError(f"sites {repeated} appear more than once in the sweep; list each site once")
     shapes = iv.site_shapes(forward, params, clean_tokens, names, **forward_kwargs)
     first = names[0]
     pos_axis, head_axis = iv.axes_of(first)

@@ -48,7 +48,7 @@ class UnsupportedConfigError(CheckpointError):
 # Fields that change nothing in an inference forward pass.
 _HARMLESS_FIELDS = frozenset(
     {
-        "_name_or_path", "transformers_version", "torch_dtype", "dtype", "bos_token_id", "eos_token_id",
+        "transformers_version", "torch_dtype", "dtype", "bos_token_id", "eos_token_id",
         "pad_token_id", "use_cache", "attention_dropout", "initializer_range", "output_attentions",
         "output_hidden_states", "return_dict", "chunk_size_feed_forward", "is_encoder_decoder",
         "id2label", "label2id", "problem_type", "tokenizer_class",
@@ -82,7 +82,7 @@ def _rope_theta(hf: dict, source: str) -> float:
         _refuse("rope_scaling", hf["rope_scaling"], "only plain rotary embeddings are implemented", source)
     rope = hf.get("rope_parameters")
     if rope is None:
-        return float(hf.get("rope_theta", _HF_DEFAULTS["rope_theta"]))
+        return _theta(hf.get("rope_theta", _HF_DEFAULTS["rope_theta"]), "rope_theta", source)
     if not isinstance(rope, dict):
         _refuse("rope_parameters", rope, "expected a dict", source)
     rope_type = rope.get("rope_type", rope.get("type", "default"))
@@ -91,7 +91,15 @@ def _rope_theta(hf: dict, source: str) -> float:
     unknown = sorted(set(rope) - {"rope_type", "type", "rope_theta"})
     if unknown:
         _refuse(f"rope_parameters.{unknown[0]}", rope[unknown[0]], "only rope_type and rope_theta are implemented", source)
-    return float(rope.get("rope_theta", hf.get("rope_theta", _HF_DEFAULTS["rope_theta"])))
+    if "rope_theta" in rope:
+        return _theta(rope["rope_theta"], "rope_parameters.rope_theta", source)
+    return _theta(hf.get("rope_theta", _HF_DEFAULTS["rope_theta"]), "rope_theta", source)
+
+
+def _theta(value: Any, field: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        _refuse(field, value, "expected a positive number", source)
+    return float(value)
 
 
 def config_from_hf(hf: dict, source: str = CONFIG_FILE) -> MistralConfig:
@@ -114,7 +122,8 @@ def config_from_hf(hf: dict, source: str = CONFIG_FILE) -> MistralConfig:
     for bias in ("attention_bias", "mlp_bias"):
         if hf.get(bias, False):
             _refuse(bias, hf[bias], "Mistral projections have no bias", source)
-    unknown = sorted(set(hf) - _HARMLESS_FIELDS - _HANDLED_FIELDS)
+    # Keys starting with "_" are transformers' bookkeeping (_name_or_path, _attn_implementation_autoset, ...).
+    unknown = sorted(k for k in set(hf) - _HARMLESS_FIELDS - _HANDLED_FIELDS if not k.startswith("_"))
     if unknown:
         _refuse(unknown[0], hf[unknown[0]], f"not a field this port knows (unknown fields: {unknown})", source)
 

@@ -2,10 +2,12 @@
 
 Sources:
 
-* ``"auto"``: the tokenizer saved in the checkpoint directory (``AutoTokenizer``; a
-  ``tokenizer.json`` or ``tokenizer.model`` there), or, when the directory has none, the
-  Mistral-7B-v0.1 sentencepiece model that mistral-common ships.
-* ``"directory"``: the checkpoint directory's tokenizer, required.
+* ``"auto"``: the tokenizer saved in the checkpoint directory, or, when the directory has none,
+  the sentencepiece model that mistral-common ships for the config's vocabulary (32768 tokens:
+  v3, else v1).
+* ``"directory"``: the checkpoint directory's tokenizer, required: ``tokenizer.json`` through
+  ``AutoTokenizer``, else ``tokenizer.model`` through sentencepiece (transformers 5 rebuilds a
+  bare ``.model`` without sentencepiece's leading-space rule, which gives other ids).
 * ``"mistral_v1"``: ``mistral_common/data/tokenizer.model.v1`` (32000 pieces, Mistral-7B v0.1).
 * ``"mistral_v3"``: ``mistral_common/data/mistral_instruct_tokenizer_240323.model.v3``
   (32768 pieces, the v0.3 vocabulary).
@@ -59,7 +61,10 @@ def sentencepiece_tokenizer(model_file: str | os.PathLike) -> Tokenizer:
     """A sentencepiece ``.model`` file (Mistral's native format); encode prepends BOS."""
     import sentencepiece
 
-    processor = sentencepiece.SentencePieceProcessor(model_file=str(model_file))
+    try:
+        processor = sentencepiece.SentencePieceProcessor(model_file=str(model_file))
+    except Exception as err:  # OSError, RuntimeError: callers catch CheckpointError
+        raise CheckpointError(f"{model_file}: sentencepiece cannot read it ({type(err).__name__}: {err})") from err
     bos = processor.bos_id()
     return Tokenizer(
         encode=lambda text: [bos] + processor.encode(text),
@@ -79,11 +84,18 @@ def directory_tokenizer(checkpoint_dir: str | os.PathLike) -> Tokenizer:
         hf = AutoTokenizer.from_pretrained(str(checkpoint_dir), local_files_only=True)
     except Exception as err:  # transformers raises ValueError, OSError, JSON errors...: callers catch CheckpointError
         raise CheckpointError(f"{checkpoint_dir}: transformers cannot load the tokenizer there ({type(err).__name__}: {err})") from err
+    bos = hf.bos_token_id
+
+    def encode(text: str) -> list[int]:
+        ids = hf.encode(text, add_special_tokens=True)
+        # Mistral was trained with BOS first; a tokenizer_config.json without add_bos_token drops it.
+        return ids if bos is None or ids[:1] == [bos] else [bos] + ids
+
     return Tokenizer(
-        encode=lambda text: hf.encode(text, add_special_tokens=True),
+        encode=encode,
         decode=lambda ids: hf.decode(list(ids), skip_special_tokens=True),
         vocab_size=len(hf),
-        bos_id=hf.bos_token_id,
+        bos_id=bos,
         eos_id=hf.eos_token_id,
         source=f"AutoTokenizer({checkpoint_dir})",
     )
@@ -110,7 +122,12 @@ def load_tokenizer(checkpoint_dir: str | os.PathLike, config: MistralConfig, sou
     if source == "directory" and not has_tokenizer(checkpoint_dir):
         raise CheckpointError(f"{checkpoint_dir}: no tokenizer file ({' or '.join(_TOKENIZER_FILES)}; tokenizer_config.json alone is not one)")
     if source == "directory" or (source == "auto" and has_tokenizer(checkpoint_dir)):
-        tokenizer = directory_tokenizer(checkpoint_dir)
+        if (Path(checkpoint_dir) / "tokenizer.json").is_file():
+            tokenizer = directory_tokenizer(checkpoint_dir)
+        else:
+            tokenizer = sentencepiece_tokenizer(Path(checkpoint_dir) / "tokenizer.model")
     else:
-        tokenizer = sentencepiece_tokenizer(shipped_tokenizer_path("mistral_v1" if source == "auto" else source))
+        if source == "auto":
+            source = "mistral_v3" if config.vocab_size == 32768 else "mistral_v1"
+        tokenizer = sentencepiece_tokenizer(shipped_tokenizer_path(source))
     return check_vocab(tokenizer, config)
