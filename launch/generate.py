@@ -29,7 +29,7 @@ flags.DEFINE_multi_string("prompt", None, "Prompt text; repeat the flag for a ba
 flags.DEFINE_integer("max_new_tokens", 32, "Tokens to generate greedily.", lower_bound=1)
 flags.DEFINE_enum("dtype", "bfloat16", sorted(DTYPES), "Parameter and compute dtype.")
 flags.DEFINE_enum("mesh", "none", list(MODES), "Place params over all devices: tensor- or fully-sharded.")
-flags.DEFINE_enum("tokenizer", "auto", list(SOURCES), "auto: the directory's tokenizer, else mistral-common's v1.")
+flags.DEFINE_enum("tokenizer", "auto", list(SOURCES), "auto: the directory's tokenizer, else mistral-common's for the vocabulary size (v1: 32000, v3: 32768).")
 
 
 def main(argv: list[str]) -> None:

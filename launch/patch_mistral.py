@@ -37,7 +37,7 @@ flags.DEFINE_string("circuit", None, "Circuit JSON (a file or an inline object);
 flags.DEFINE_list("attention_heads", None, "Heads for attention statistics as layer.head; default: the circuit's heads.")
 flags.DEFINE_enum("question_op", "or", ["or", "and", "any"], "Operator of the question's LogOp rule.")
 flags.DEFINE_enum("example_truths", None, ["TT", "TF"], "Source truths of every example; default: a coin per prompt.")
-flags.DEFINE_enum("tokenizer", "auto", ["auto", "directory", "mistral_v1", "mistral_v3"], "auto: the directory's tokenizer, else mistral-common's v1.")
+flags.DEFINE_enum("tokenizer", "auto", ["auto", "directory", "mistral_v1", "mistral_v3"], "auto: the directory's tokenizer, else mistral-common's for the vocabulary size (v1: 32000, v3: 32768).")
 flags.DEFINE_bool("accuracy", True, "Decode the proofs greedily and score them.")
 flags.DEFINE_bool("attribution", True, "Run attribution patching over the heads and compare with the exact head_z sweep.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")

@@ -217,6 +217,16 @@ def test_probe_reads_a_linear_code_and_not_noise():
     assert out["test"][0, 0] > 0.95 and out["test"][1, 0] < 0.15
 
 
+def test_probe_features_of_a_bfloat16_model_are_standardised_in_float32():
+    # A residual stream with a large offset: a bfloat16 mean of it is off by a bfloat16 step (2 at 300).
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 26, 400)
+    x = (300.0 + rng.normal(size=(26, 16))[y] * 2.0 + 0.1 * rng.normal(size=(400, 16))).astype(jnp.bfloat16)
+    _, _, mean, scale = probes.fit(jnp.asarray(x), jnp.asarray(y), steps=5)
+    _, _, mean32, scale32 = probes.fit(jnp.asarray(x, jnp.float32), jnp.asarray(y), steps=5)
+    assert mean.dtype == jnp.float32 and np.array_equal(mean, mean32) and np.array_equal(scale, scale32)
+
+
 def test_planted_letter_is_found_after_layer_2_at_query(random_params, samples):
     linear = probes.run(PROBE, random_params, *samples["linear"][1:], n_layers=3, steps=60)
     logop = probes.run(PROBE, random_params, *samples["LogOp"][1:], n_layers=3, steps=60)

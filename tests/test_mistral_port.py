@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import jax
@@ -30,7 +31,7 @@ from logic_jax.interp.hooks import Hooks, Patch
 from logic_jax.models import mistral
 from logic_jax.models.mistral.generate import generate_text
 from logic_jax.models.mistral.modeling import attention_allowed, positions_from_mask
-from logic_jax.models.mistral.tokenizer import load_tokenizer, sentencepiece_tokenizer, shipped_tokenizer_path
+from logic_jax.models.mistral.tokenizer import TokenizerDifferenceWarning, load_tokenizer, sentencepiece_tokenizer, shipped_tokenizer_path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mistral_fixtures import (  # noqa: E402
@@ -451,11 +452,19 @@ def test_a_directory_with_only_tokenizer_model_is_read_by_sentencepiece(v01_chec
     config = mistral.read_config(directory)
     reference = sentencepiece_tokenizer(shipped_tokenizer_path("mistral_v1"))
     for source in ("auto", "directory"):
-        tokenizer = load_tokenizer(directory, config, source)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TokenizerDifferenceWarning)  # the same ids: no warning
+            tokenizer = load_tokenizer(directory, config, source)
         assert tokenizer.source == str(directory / "tokenizer.model")
         for text in ("The capital of France is", " x  y", "Rules: A or B implies C."):
             assert tokenizer.encode(text) == reference.encode(text) and tokenizer.encode(text)[0] == 1
     assert reference.encode("The capital of France is")[:2] == [1, 415]  # "▁The"
+    # A tokenizer.json of the same size that encodes otherwise is used, with a warning naming the difference.
+    write_word_tokenizer(directory, vocab_size=32000)
+    with pytest.warns(TokenizerDifferenceWarning, match=r"AutoTokenizer\(.*\) encodes 'Rules: .* unlike mistral-common's mistral_v1 .* first difference at id 1"):
+        assert load_tokenizer(directory, config, "auto").encode("w5 w7") == [1, 5, 7]
+    (directory / "tokenizer.json").unlink()
+    (directory / "tokenizer_config.json").unlink()
     (directory / "tokenizer.model").write_bytes(b"not a model")
     with pytest.raises(mistral.CheckpointError, match=rf"{re.escape(str(directory / 'tokenizer.model'))}: sentencepiece cannot read it"):
         load_tokenizer(directory, config, "auto")

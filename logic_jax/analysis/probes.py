@@ -62,6 +62,7 @@ def features(forward, params, batch: Batch, n_layers: int, chunk: int = 1024) ->
 @functools.partial(jax.jit, static_argnames=("n_classes", "steps"))
 def fit(x, y, *, n_classes: int = fmt.NUM_LETTERS, steps: int = 300, lr: float = 0.05, l2: float = 1e-3):
     """One probe on ``x [N, d]``, labels ``y [N]``: ``(W [d, C], b [C], mean [d], scale [d])``."""
+    x = x.astype(jnp.float32)  # a bfloat16 model's features: its mean and deviation in float32
     mean = x.mean(0)
     scale = 1.0 / (x.std(0) + 1e-6)
     xs = (x - mean) * scale

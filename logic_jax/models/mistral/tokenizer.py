@@ -13,6 +13,9 @@ Sources:
   (32768 pieces, the v0.3 vocabulary).
 
 Whatever the source, its size must equal ``config.vocab_size``, else ``TokenizerMismatchError``.
+A checkpoint's own tokenizer of a shipped vocabulary's size is compared with the shipped one on
+a short problem text, with a ``TokenizerDifferenceWarning`` if they disagree (a tokenizer rebuilt
+another way by a transformers version gives the model ids it was not trained on).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +42,14 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 
 class TokenizerMismatchError(CheckpointError):
     """The tokenizer's vocabulary is not the model's."""
+
+
+class TokenizerDifferenceWarning(UserWarning):
+    """A checkpoint's tokenizer encodes text other than mistral-common's of the same size."""
+
+
+_SHIPPED_SIZES = {32000: "mistral_v1", 32768: "mistral_v3"}
+_PROBE_TEXT = "Rules: A or B implies C. D implies E. Facts: A is true. B is false. Question: what is the truth value of C? Answer:"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +138,27 @@ def load_tokenizer(checkpoint_dir: str | os.PathLike, config: MistralConfig, sou
             tokenizer = directory_tokenizer(checkpoint_dir)
         else:
             tokenizer = sentencepiece_tokenizer(Path(checkpoint_dir) / "tokenizer.model")
+        compare_with_shipped(check_vocab(tokenizer, config))
     else:
         if source == "auto":
-            source = "mistral_v3" if config.vocab_size == 32768 else "mistral_v1"
+            source = _SHIPPED_SIZES.get(config.vocab_size, "mistral_v1")
         tokenizer = sentencepiece_tokenizer(shipped_tokenizer_path(source))
     return check_vocab(tokenizer, config)
+
+
+def compare_with_shipped(tokenizer: Tokenizer) -> None:
+    """Warn if ``tokenizer`` encodes a problem text unlike mistral-common's tokenizer of its size."""
+    name = _SHIPPED_SIZES.get(tokenizer.vocab_size)
+    if name is None:
+        return
+    shipped = sentencepiece_tokenizer(shipped_tokenizer_path(name))
+    ours, theirs = tokenizer.encode(_PROBE_TEXT), shipped.encode(_PROBE_TEXT)
+    if ours != theirs:
+        at = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+        warnings.warn(
+            f"tokenizer {tokenizer.source} encodes {_PROBE_TEXT[:40]!r}... unlike mistral-common's {name} "
+            f"({len(ours)} vs {len(theirs)} ids, first difference at id {at}: {ours[at:at + 3]} vs {theirs[at:at + 3]}); "
+            f"if the checkpoint is Mistral-7B, pass --tokenizer={name}",
+            TokenizerDifferenceWarning,
+            stacklevel=3,
+        )
