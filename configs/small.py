@@ -14,7 +14,8 @@ change them; see the README).
 
 Result: not yet run to the end. On one H100 (2026-11-26, BENCHMARKS.md), 64 seeds trained at
 2.8 steps/s (180 seed-steps/s; 8 seeds: 43 ms a step), with training token accuracy 91-97% at
-step 800; at that speed the 50,000 steps take about 5 hours. Sized for one GPU: 50,000 steps x
+step 800; at that speed 64 seeds take about 5 hours for the 50,000 steps, and the config's 8 seeds (43 ms a
+step) about 36 minutes plus evaluations. Sized for one GPU: 50,000 steps x
 8 seeds x 512 problems = 205M problems. On a 2-core CPU use configs/tiny_cpu.py instead.
 """
 

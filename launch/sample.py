@@ -38,6 +38,10 @@ def main(argv):
         raise app.UsageError(str(e)) from e
     if F.format == "npz" and not F.out:
         raise app.UsageError("--format=npz needs --out=FILE.npz")
+    if F.out and not os.path.isdir(os.path.dirname(os.path.abspath(F.out))):  # before any sampling
+        raise app.UsageError(f"--out={F.out}: no such directory {os.path.dirname(os.path.abspath(F.out))}")
+    if F.out and os.path.isdir(F.out):
+        raise app.UsageError(f"--out={F.out} is a directory; name a file")
 
     import jax  # after flag parsing, so --help and usage errors are instant
     import numpy as np

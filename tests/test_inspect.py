@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -108,6 +109,28 @@ def test_inspect_errors(run, tmp_path):
         inspection.inspect_run(workdir, problems_file=str(bad))
     bad.write_text(json.dumps(dict(answer=[fmt.EOS])) + "\n")
     with pytest.raises(evaluate_lib.ProblemsFileError, match=r"record 1: needs 'context' and 'answer'"):
+        inspection.inspect_run(workdir, problems_file=str(bad))
+    # The file's answers are the targets of exact match: each must be its context's minimal proof.
+    batch = jax.device_get(sample(jax.random.PRNGKey(3), ProblemConfig(depth=2), 2))
+    records = []
+    for b in range(2):
+        n = fmt.context_len(2) + int(batch.answer_len[b])
+        records.append(dict(context=batch.tokens[b, : fmt.context_len(2)].tolist(), answer=batch.tokens[b, fmt.context_len(2) : n].tolist()))
+    swapped = [dict(context=records[0]["context"], answer=records[1]["answer"])]
+    if swapped[0]["answer"] == records[0]["answer"]:
+        swapped[0]["answer"] = swapped[0]["answer"][1:]  # the same proof by chance: break it otherwise
+    bad.write_text(json.dumps(swapped[0]) + "\n")
+    with pytest.raises(evaluate_lib.ProblemsFileError, match=r"bad.jsonl, record 1: the answer is not the minimal proof of its context"):
+        inspection.inspect_run(workdir, problems_file=str(bad))
+    bad.write_text(json.dumps(dict(records[0], answer=[t + 0.5 for t in records[0]["answer"]])) + "\n")
+    with pytest.raises(evaluate_lib.ProblemsFileError, match=r"record 1: needs 'context' and 'answer' as lists of token ids .*is not an integer"):
+        inspection.inspect_run(workdir, problems_file=str(bad))
+    bad.write_text(json.dumps(dict(records[0], answer=[float(t) for t in records[0]["answer"]])) + "\n")
+    assert inspection.inspect_run(workdir, problems_file=str(bad))["problems"]["n"] == 1  # 5.0 is the id 5
+    with pytest.raises(evaluate_lib.ProblemsFileError, match=rf"{re.escape(str(tmp_path))}: cannot read it \(Is a directory\)"):
+        inspection.inspect_run(workdir, problems_file=str(tmp_path))
+    bad.write_bytes(b"\xff\xfe{}\n")
+    with pytest.raises(evaluate_lib.ProblemsFileError, match=rf"{re.escape(str(bad))}: 'utf-8' codec can't decode"):
         inspection.inspect_run(workdir, problems_file=str(bad))
     with pytest.raises(ValueError, match="num_problems must be at least 1, got 0"):
         inspection.inspect_run(workdir, num_problems=0)

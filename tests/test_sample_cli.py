@@ -72,6 +72,10 @@ def test_bad_flags_name_the_field(tmp_path):
     assert proc.returncode != 0 and "'p_logop'" in proc.stderr
     proc = run("--format=npz")
     assert proc.returncode != 0 and "--out" in proc.stderr
+    proc = run(f"--out={tmp_path / 'missing' / 'p.jsonl'}")
+    assert proc.returncode != 0 and f"no such directory {tmp_path / 'missing'}" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run(f"--out={tmp_path}")
+    assert proc.returncode != 0 and "is a directory; name a file" in proc.stderr
 
 
 def test_read_jsonl_errors_name_the_file_and_line(tmp_path):

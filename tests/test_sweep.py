@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from logic_jax.train import config as config_lib
-from logic_jax.train import sweep
+from logic_jax.train import inspection, sweep
 from logic_jax.train import trainer
 from logic_jax.train.evaluate import steps_to_perfect
 from logic_jax.train.state import members_of
-from train_fixtures import tiny_config
+from train_fixtures import tensorboard_events, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -64,6 +64,15 @@ def test_sweep_trains_groups_and_matches_single_runs(tmp_path):
     assert "| point |" in open(tmp_path / "summary.md").read()
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sweep.point_labels(sweep.points(c)) == {0: "point 0: optim.lr=0.003", 1: "point 1: optim.lr=0.01"}
+    # Inspecting the group names each member's point, seed and own learning rate; TensorBoard too.
+    rows_text = inspection.format_text(inspection.inspect_run(str(tmp_path / "groups" / "g0"), num_problems=8)).splitlines()
+    header = next(i for i, line in enumerate(rows_text) if line.startswith("row"))
+    assert rows_text[header].split()[:4] == ["row", "point", "seed", "lr"]
+    assert [line.split()[:4] for line in rows_text[header + 1:]] == [["0", "0", "0", "0.003"], ["1", "0", "1", "0.003"], ["2", "1", "0", "0.01"], ["3", "1", "1", "0.01"]]
+    optim = next(line for line in rows_text if line.startswith("optim"))
+    assert '"lr"' not in optim and optim.endswith("; per row: lr")
+    tags = {v.tag for event in tensorboard_events(str(tmp_path / "groups" / "g0" / "tensorboard")) for v in event.summary.value}
+    assert {"train/loss/point_0/seed_1", "train/loss/point_1/seed_0", "eval/exact/point_1/seed_1"} <= tags and "train/loss/seed_0" not in tags
     # Point 1 of the group equals a plain run of its config.
     point = sweep.points(c)[1]["config"]
     alone = trainer.train(point, str(tmp_path / "alone"))
@@ -88,7 +97,7 @@ def test_launch_sweep_script(tmp_path):
 def test_a_signal_stops_the_sweep_after_the_group_and_a_rerun_finishes_it(tmp_path):
     # Two groups (two widths); SIGTERM once the first group has logged its first chunk.
     c = sweep_config(model__d_model=(16, 32))
-    c.num_steps, c.checkpoint_every = 60, 1000
+    c.num_steps, c.checkpoint_every, c.eval_every = 60, 1000, 30
     log = tmp_path / "groups" / "g0" / "metrics.jsonl"
 
     def send_when_training():
@@ -105,9 +114,10 @@ def test_a_signal_stops_the_sweep_after_the_group_and_a_rerun_finishes_it(tmp_pa
     sender.join()
     assert stopped_by == "SIGTERM"
     assert [r["group"] for r in rows] == [0] and 10 <= rows[0]["step"] < 60
+    assert rows[0]["eval_step"] == ((rows[0]["step"] // 30) * 30 or None)  # the numbers' own step, not the stop's
     assert os.listdir(tmp_path / "groups") == ["g0"]  # the second group was not started
     rows, stopped_by = sweep.run_sweep(c, str(tmp_path))
-    assert stopped_by is None and [(r["group"], r["step"]) for r in rows] == [(0, 60), (1, 60)]
+    assert stopped_by is None and [(r["group"], r["step"], r["eval_step"]) for r in rows] == [(0, 60, 60), (1, 60, 60)]
 
 
 def test_steps_to_100_is_the_first_evaluation_with_every_seed_perfect():

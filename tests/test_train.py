@@ -2,7 +2,8 @@
 
 import json
 import os
-import struct
+import shutil
+import signal
 import time
 
 import jax
@@ -16,7 +17,10 @@ from logic_jax.train import evaluate as evaluate_lib
 from logic_jax.train import state as state_lib
 from logic_jax.train import step as step_lib
 from logic_jax.train import trainer
-from train_fixtures import tiny_config
+from logic_jax.train.checkpoint import CheckpointError
+from logic_jax.train.metrics import RunLog
+from logic_jax.train.preemption import StopRequest
+from train_fixtures import tensorboard_events, tiny_config
 
 
 def _run(config, members, num_devices, chunks, n=10):
@@ -80,21 +84,15 @@ def test_eight_devices_equal_one(eight_on_one):
 
 
 def _tensorboard_steps(logdir, tag):
-    """The steps of scalar ``tag`` that TensorBoard shows: event files in order; a restart's
-    SessionLog START at step P hides the earlier events at steps >= P."""
-    from tensorboardX.proto.event_pb2 import Event, SessionLog
+    """The steps of scalar ``tag`` that TensorBoard shows: a restart's SessionLog START at step P
+    hides the earlier events at steps >= P."""
+    from tensorboardX.proto.event_pb2 import SessionLog
 
     steps = []
-    for name in sorted(os.listdir(logdir)):
-        data = open(os.path.join(logdir, name), "rb").read()
-        i = 0
-        while i < len(data):  # TFRecords: length (8 bytes), its crc (4), the event, its crc (4)
-            (n,) = struct.unpack("<Q", data[i : i + 8])
-            event = Event.FromString(data[i + 12 : i + 12 + n])
-            i += 16 + n
-            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
-                steps = [s for s in steps if s < event.step]
-            steps += [event.step for v in event.summary.value if v.tag == tag]
+    for event in tensorboard_events(logdir):
+        if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+            steps = [s for s in steps if s < event.step]
+        steps += [event.step for v in event.summary.value if v.tag == tag]
     return steps
 
 
@@ -103,6 +101,37 @@ def test_resume_keeps_the_checkpoint_steps_tensorboard_points(tmp_path):
     time.sleep(1.1)  # event files are named by the second they start in, and read in name order
     trainer.train(tiny_config(num_steps=20), str(tmp_path))  # resumes from step 10
     assert _tensorboard_steps(str(tmp_path / "tensorboard"), "train/loss_mean") == [10, 20]
+
+
+def test_a_rerun_after_a_kill_before_the_first_checkpoint_shows_each_step_once(tmp_path):
+    trainer.train(tiny_config(num_steps=20), str(tmp_path))
+    shutil.rmtree(tmp_path / "checkpoints")  # as if killed before its first checkpoint: logs, no checkpoint
+    time.sleep(1.1)
+    trainer.train(tiny_config(num_steps=20), str(tmp_path))  # from step 0 again
+    assert _tensorboard_steps(str(tmp_path / "tensorboard"), "train/loss_mean") == [10, 20]
+
+
+def test_the_progress_rate_leaves_compilation_out(tmp_path):
+    log = RunLog(str(tmp_path), 0, 100, progress=True)
+    time.sleep(0.5)  # compiling
+    log.after_compile()
+    log.train(10, np.zeros(2), np.zeros(2), 10, 0.01, 0.6)
+    elapsed = log.bar.format_dict["elapsed"]
+    log.close()
+    assert elapsed < 0.4, elapsed
+
+
+def test_a_signal_during_the_last_chunk_lets_the_run_finish(tmp_path, monkeypatch):
+    class SignalledAtOnce(StopRequest):
+        def requested(self):
+            self.signal = signal.SIGTERM
+            return True
+
+    monkeypatch.setattr(trainer, "StopRequest", SignalledAtOnce)
+    result = trainer.train(tiny_config(num_steps=10), str(tmp_path))  # one chunk: the last
+    assert result.step == 10 and result.stopped_by is None  # complete: exit 0, nothing to rerun
+    result = trainer.train(tiny_config(num_steps=20), str(tmp_path / "two"))  # two chunks: stops after the first
+    assert result.step == 10 and result.stopped_by == "SIGTERM"
 
 
 def test_schedule_warmup_and_decay():
@@ -231,6 +260,12 @@ def test_unknown_key(tmp_path):
 def test_seeds_not_divisible_by_devices(tmp_path):
     with pytest.raises(step_lib.MeshError, match=r"num_seeds=3 .* device count 8"):
         trainer.train(tiny_config(num_seeds=3, num_devices=0), str(tmp_path))
+
+
+def test_a_workdir_named_checkpoints_is_refused(tmp_path):
+    with pytest.raises(CheckpointError, match=r"'checkpoints' is the name of a run's checkpoint folder"):
+        trainer.train(tiny_config(), str(tmp_path / "run" / "checkpoints"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_workdir_of_another_config(tmp_path):

@@ -1,6 +1,7 @@
 """Tiny trainer configs for the tests: 1 layer, d_model 16, depth 2, a few steps."""
 
 import os
+import struct
 
 from logic_jax.train.config import base_config
 
@@ -53,3 +54,15 @@ def corrupt_files(directory):
             size = os.path.getsize(path)
             with open(path, "wb") as f:
                 f.write(os.urandom(max(size, 8)))
+
+
+def tensorboard_events(logdir):
+    """Every event of a TensorBoard directory: its event files in name (start-time) order."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    for name in sorted(os.listdir(logdir)):
+        data, i = open(os.path.join(logdir, name), "rb").read(), 0
+        while i < len(data):  # TFRecords: length (8 bytes), its crc (4), the event, its crc (4)
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            yield Event.FromString(data[i + 12 : i + 12 + n])
+            i += 16 + n

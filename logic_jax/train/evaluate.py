@@ -79,13 +79,23 @@ class ProblemsFileError(ValueError):
     """A problems file that cannot be evaluated; the message names the file and line."""
 
 
+def _ids(values) -> list[int]:
+    """Token ids from a JSON list: integers (or integral floats such as 5.0), nothing else."""
+    ids = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
+            raise ValueError(f"{v!r} is not an integer token id")
+        ids.append(int(v))
+    return ids
+
+
 def problems_from_records(records: Sequence[dict], depth: int, where: str = "problems") -> Problems:
     """Problems from ``{"context": [...], "answer": [...]}`` records (answers end with EOS)."""
     context_len, length = fmt.context_len(depth), fmt.seq_len(depth)
     rows, first, case = [], [], []
     for i, rec in enumerate(records, 1):
         try:
-            context, answer = [int(t) for t in rec["context"]], [int(t) for t in rec["answer"]]
+            context, answer = _ids(rec["context"]), _ids(rec["answer"])
         except (KeyError, TypeError, ValueError) as e:
             raise ProblemsFileError(f"{where}, record {i}: needs 'context' and 'answer' as lists of token ids ({e!r})") from None
         if len(context) != context_len:
@@ -96,6 +106,10 @@ def problems_from_records(records: Sequence[dict], depth: int, where: str = "pro
             case.append(oracle.case_of(context))
         except fmt.ParseError as e:
             raise ProblemsFileError(f"{where}, record {i}: not a well-formed context: {e}") from None
+        # The answer is the target of exact match; errors are named against the oracle's proof.
+        if not oracle.validate(context, answer):
+            raise ProblemsFileError(f"{where}, record {i}: the answer is not the minimal proof of its context "
+                                    f"(the oracle's: {oracle.prove(context)}, the file's: {answer})")
         rows.append(context + answer + [fmt.PAD] * (length - len(context) - len(answer)))
         first.append(answer[0])
     if not rows:

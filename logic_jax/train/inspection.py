@@ -42,8 +42,10 @@ def load(workdir: str, step: int | None = None):
 def read_problems_file(path: str, depth: int) -> evaluate_lib.Problems:
     try:
         records = read_jsonl(path)
-    except ValueError as e:
-        raise evaluate_lib.ProblemsFileError(str(e)) from None
+    except OSError as e:  # a directory, no permission
+        raise evaluate_lib.ProblemsFileError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except ValueError as e:  # not UTF-8 (which does not name the file), not JSON lines
+        raise evaluate_lib.ProblemsFileError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
     return evaluate_lib.problems_from_records(records, depth, where=path)
 
 
@@ -94,27 +96,35 @@ def inspect_run(workdir: str, step: int | None = None, problems_file: str | None
 
 
 def format_text(report: dict) -> str:
+    # A sweep group's members are points x seeds: name each row's point, seed and own optim values.
+    members = [s["member"] for s in report["seeds"]]
+    swept = len({m.get("point", 0) for m in members}) > 1
+    differing = sorted(k for k in members[0]["optim"] if len({m["optim"][k] for m in members}) > 1)
+    shared = {k: v for k, v in report["config"]["optim"].items() if k not in differing}
     lines = [
         f"workdir     {report['workdir']}",
         f"step        {report['step']}",
-        f"parameters  {report['param_count']:,} per seed, {report['num_seeds']} seed(s)",
+        f"parameters  {report['param_count']:,} per seed, {report['num_seeds']} seed(s)" + (" (sweep points x seeds)" if swept else ""),
         f"model       {json.dumps({k: report['model'][k] for k in ('n_layers', 'n_heads', 'd_model', 'd_mlp')})}",
         f"problem     {json.dumps(report['config']['problem'])}",
-        f"optim       {json.dumps(report['config']['optim'])}",
+        f"optim       {json.dumps(shared)}" + (f"; per row: {', '.join(differing)}" if differing else ""),
         f"wall time   {report['wall_time'] or 0:.0f}s",
         f"evaluated   {report['problems']['n']} problems ({report['problems']['kind']}{': ' + report['problems']['path'] if 'path' in report['problems'] else ''})",
         "",
     ]
     cases = fmt.CASE_NAMES
-    header = "seed  train_loss  100% at  exact   first   " + "  ".join(f"{c:>7}" for c in cases) + "  errors"
+    who = "point  seed  " if swept else ""
+    header = ("row  " if swept else "seed ") + who + "".join(f"{k:>12}  " for k in differing) + "train_loss  100% at  exact   first   " + "  ".join(f"{c:>7}" for c in cases) + "  errors"
     lines.append(header)
-    for s in report["seeds"]:
+    for s, m in zip(report["seeds"], members):
         e = s["evaluation"]
         loss = s["train_loss"]
         cells = "  ".join(f"{'-' if e['per_case'][c] is None else format(e['per_case'][c], '.3f'):>7}" for c in cases)
         errors = ", ".join(f"{k} {v}" for k, v in (e.get("errors") or {}).items()) or "-"
         perfect = "-" if s["first_perfect_step"] is None else s["first_perfect_step"]
-        lines.append(f"{s['seed_index']:>4}  {'-' if loss is None else format(loss, '.4f'):>10}  {perfect:>7}  {e['exact']:.4f}  {e['first_token']:.4f}  {cells}  {errors}")
+        ident = f"{m.get('point', 0):>5}  {m['index']:>4}  " if swept else ""
+        optim = "".join(f"{m['optim'][k]:>12.4g}  " for k in differing)
+        lines.append(f"{s['seed_index']:>3}  {ident}{optim}{'-' if loss is None else format(loss, '.4f'):>10}  {perfect:>7}  {e['exact']:.4f}  {e['first_token']:.4f}  {cells}  {errors}")
     return "\n".join(lines)
 
 

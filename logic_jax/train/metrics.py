@@ -53,8 +53,10 @@ def read_jsonl(path: str) -> list[dict]:
 
 
 class RunLog:
-    def __init__(self, workdir: str, start_step: int, total_steps: int, progress: bool = True, desc: str = "train"):
+    def __init__(self, workdir: str, start_step: int, total_steps: int, progress: bool = True, desc: str = "train", names: Sequence[str] | None = None):
+        """``names``: each member's TensorBoard tag suffix (default ``seed_<i>``)."""
         self.active = jax.process_index() == 0
+        self.names = names
         self.path = os.path.join(workdir, METRICS_FILE)
         self.writer = None
         self.bar = None
@@ -65,12 +67,21 @@ class RunLog:
             f.writelines(json.dumps(r) + "\n" for r in kept)
         from tensorboardX import SummaryWriter
 
-        # purge_step T hides events at steps >= T; those at the checkpoint's own step stay.
-        self.writer = SummaryWriter(os.path.join(workdir, TB_DIR), purge_step=start_step + 1 if start_step > 0 else None)
+        # purge_step T hides events at steps >= T: those at the checkpoint's own step stay, and a
+        # run restarted from step 0 (killed before its first checkpoint) hides all of its old ones.
+        self.writer = SummaryWriter(os.path.join(workdir, TB_DIR), purge_step=start_step + 1)
         if progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total_steps, initial=start_step, unit="step", desc=desc, dynamic_ncols=True, smoothing=0.1)
+
+    def _name(self, i: int) -> str:
+        return f"seed_{i}" if self.names is None else self.names[i]
+
+    def after_compile(self) -> None:
+        """Leave the time spent compiling out of the bar's rate and ETA."""
+        if self.bar is not None:
+            self.bar.unpause()
 
     def write(self, record: dict) -> None:
         if not self.active:
@@ -87,7 +98,7 @@ class RunLog:
         self.writer.add_scalar("train/loss_mean", float(np.mean(loss)), step)
         self.writer.add_scalar("train/steps_per_sec", rate, step)
         for i, v in enumerate(loss):
-            self.writer.add_scalar(f"train/loss/seed_{i}", float(v), step)
+            self.writer.add_scalar(f"train/loss/{self._name(i)}", float(v), step)
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{np.mean(loss):.4f}", max=f"{np.max(loss):.4f}", refresh=False)
             self.bar.update(steps)
@@ -97,8 +108,8 @@ class RunLog:
         if not self.active:
             return
         for i, m in enumerate(metrics):
-            self.writer.add_scalar(f"eval/exact/seed_{i}", m["exact"], step)
-            self.writer.add_scalar(f"eval/first_token/seed_{i}", m["first_token"], step)
+            self.writer.add_scalar(f"eval/exact/{self._name(i)}", m["exact"], step)
+            self.writer.add_scalar(f"eval/first_token/{self._name(i)}", m["first_token"], step)
         self.writer.add_scalar("eval/exact_min", min(m["exact"] for m in metrics), step)
         if self.bar is not None:
             self.bar.set_postfix(exact_min=f"{min(m['exact'] for m in metrics):.3f}", refresh=False)

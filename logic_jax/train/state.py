@@ -52,6 +52,11 @@ def members_of(config, point: int = 0) -> list[Member]:
     return [Member(int(config["seed"]), i, optim, point) for i in range(int(config["num_seeds"]))]
 
 
+def spans_points(members: Sequence[Member]) -> bool:
+    """Whether the members are a sweep group's (several grid points), named by point and seed."""
+    return len({m.point for m in members}) > 1
+
+
 def member_key(member: Member) -> np.ndarray:
     return np.asarray(jax.random.fold_in(jax.random.PRNGKey(member.seed), member.index))
 

@@ -135,6 +135,7 @@ def run_sweep(config, workdir: str) -> tuple[list[dict], str | None]:
                     group=g,
                     seeds=len(idx),
                     step=result.step,
+                    eval_step=result.evals[-1][0] if result.evals else None,
                     exact_mean=float(np.mean(exact)) if exact else None,
                     exact_min=float(np.min(exact)) if exact else None,
                     first_token_mean=float(np.mean(first)) if first else None,
@@ -167,7 +168,8 @@ def summary_markdown(rows: list[dict]) -> str:
     for r in rows:
         out.write("| " + " | ".join(_cell(r[c]) for c in cols) + " |\n")
     out.write(
-        "\nexact_mean / exact_min: whole-proof exact match over seeds at the last step; steps_to_100: first "
+        "\nstep: where the group's training stopped; exact_mean / exact_min: whole-proof exact match over seeds at "
+        "the last evaluation (eval_step; the last step unless the sweep was stopped early); steps_to_100: first "
         "evaluated step where every seed is at 100% ('-': not reached); wall_time_s: the group's time "
         "(points of one group train together).\n"
     )

@@ -22,11 +22,11 @@ from absl import logging
 
 from logic_jax.train import config as config_lib
 from logic_jax.train import evaluate as evaluate_lib
-from logic_jax.train.checkpoint import Checkpointer, CheckpointError, checkpoint_dir
+from logic_jax.train.checkpoint import CHECKPOINT_DIR, Checkpointer, CheckpointError, checkpoint_dir
 from logic_jax.train.files import RUN_FILE, write_json
 from logic_jax.train.metrics import RunLog
 from logic_jax.train.preemption import StopRequest
-from logic_jax.train.state import Member, members_of, stack_members
+from logic_jax.train.state import Member, members_of, spans_points, stack_members
 from logic_jax.train.step import make_mesh, make_train, to_host
 
 EVAL_STREAM = 0x6576616C  # "eval": the held-out problems' key, apart from every member key
@@ -105,8 +105,7 @@ def check_finite(out: dict, start: int, members: Sequence[Member], last_saved: i
 
     def where(seed: int) -> str:
         m = members[seed]
-        swept = len({x.point for x in members}) > 1
-        return f"seed index {seed}" + (f" (sweep point {m.point}, seed {m.index})" if swept else "")
+        return f"seed index {seed}" + (f" (sweep point {m.point}, seed {m.index})" if spans_points(members) else "")
 
     kept = f"the last good checkpoint is step {last_saved}" if last_saved is not None else "no checkpoint was saved"
     if bad.any():
@@ -131,6 +130,8 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
     members = list(members) if members is not None else members_of(config)
     info = run_info(config, members)
     checkpoint_dir(workdir)  # refuses a URL before anything is written
+    if os.path.basename(os.path.abspath(workdir)) == CHECKPOINT_DIR:
+        raise CheckpointError(f"workdir {workdir}: '{CHECKPOINT_DIR}' is the name of a run's checkpoint folder; pass the run's directory (its parent) or another name")
     os.makedirs(workdir, exist_ok=True)
     check_workdir(workdir, info)
 
@@ -163,7 +164,8 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
 
     evaluate = evaluate_lib.make_evaluate(model_cfg, problem_cfg.context_len, mesh, batch=min(config["eval_size"], 1024))
     problems = evaluate_lib.fresh_problems(eval_key(config), problem_cfg, config["eval_size"])
-    log = RunLog(workdir, step, config["num_steps"], progress=config["progress"], desc=desc)
+    names = [f"point_{m.point}/seed_{m.index}" for m in members] if spans_points(members) else None
+    log = RunLog(workdir, step, config["num_steps"], progress=config["progress"], desc=desc, names=names)
     if restored is not None:
         log.message(f"resuming {workdir} from step {step}")
     compiled = {}  # chunk length -> the compiled chunk
@@ -175,6 +177,7 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
                     t0 = time.time()
                     compiled[n] = program.chunk.lower(state, n).compile()
                     log.message(f"compiled the training chunk of {n} steps in {time.time() - t0:.1f}s")
+                    log.after_compile()
                 t0 = time.time()
                 state, out = compiled[n](state)
                 out = to_host(out)  # waits for the chunk
@@ -195,7 +198,7 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
                     )
                     ckpt.save(step, state, info, json.loads(json.dumps(saved, default=float)))
                     last_saved = step
-                if stopping:
+                if stopping and step < config["num_steps"]:
                     log.message(f"{stop.name}: stopped at step {step} and saved a checkpoint; rerun the same command to resume")
                     break
         finally:
@@ -204,7 +207,9 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
             ckpt.close()
             log.close()
     resumed_from = None if restored is None else restored[0]
-    return TrainResult(state=state, step=step, evals=evals, wall_time=wall_time(), members=members, stopped_by=stop.name, resumed_from=resumed_from)
+    # A signal during the last chunk stops nothing: the run is complete (exit 0, not "rerun").
+    stopped_by = stop.name if step < config["num_steps"] else None
+    return TrainResult(state=state, step=step, evals=evals, wall_time=wall_time(), members=members, stopped_by=stopped_by, resumed_from=resumed_from)
 
 
 def latest_metrics(workdir: str) -> dict:
