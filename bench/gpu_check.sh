@@ -8,13 +8,15 @@
 #   run(command="BUDGET_S=555 bash bench/gpu_check.sh open", carry=[".whl"], timeout_s=590), then at
 #   once (the machine stays warm 30 s), run(command="BUDGET_S=<budget left - 60> bash
 #   bench/gpu_check.sh train_small", ...) resumes the training run with the same numerics; give_back.
+#   (On a fresh machine the numerics "open" chose are gone: pass them, BEST="<flags of status.txt's
+#   'numerics' line>"; the run itself starts again from step 0.)
 #   part "open" (the open issue's figures): a tiny checkpoint written on the GPU (tests/test_inspect.py reads it), train_mfu at 8 seeds with each numerics (as configured,
 #                                 fp32, tf32, bf16 matmuls, bf16 activations), then with the fastest ($BEST): a kernel profile,
 #                                 the PyTorch reference, N = 1/8/64 seeds, and train_small to the end;
 #   part "all" (~6 min): GPU facts, the tiny GPU checkpoint, sampler, training MFU/seeds/PyTorch, small-model patching,
 #                                 Mistral-7B forward (random bf16 weights) against PyTorch;
-#   part "train_small" (TRAIN_S seconds, default 300): 64 seeds of configs/small.py trained until
-#                                 SIGTERM (it saves first), evaluated every 500 steps; resumes;
+#   part "train_small" (TRAIN_S seconds, default 300): configs/small.py (8 seeds; RUN_SEEDS=64 for 64) trained
+#                                 until SIGTERM (it saves first), evaluated every 500 steps; resumes;
 #   part "mistral_patching" (~8 min): the 7B head_z sweep against the per-head loop, and the whole study.
 # BUDGET_S cuts each step's limit so the call ends, archive written, within that many seconds.
 # Rehearse on the CPU with: GPU_CHECK_SMOKE=1 OUT=/tmp/gpu_out bash bench/gpu_check.sh open
@@ -36,19 +38,22 @@ smoke=${GPU_CHECK_SMOKE:-0}   # 1: tiny sizes, to rehearse the script on a CPU
 BEST_FILE=${BEST_FILE:-/tmp/gpu_check_best_flags}  # the numerics "open" chose, kept on the machine
 BUDGET_S=${BUDGET_S:-0}  # > 0: the whole call ends within this many seconds (the archive is still written)
 GRACE=5  # seconds between the SIGTERM at the limit and a SIGKILL (training saves in between)
+STEP_RC=none  # the last step's exit status, or "skipped"
 step() {  # step NAME SECONDS CMD...: run with a time limit (cut to the budget left), log, record the exit status
   local name=$1 limit=$2; shift 2
   local start=$SECONDS
   if [ "$BUDGET_S" -gt 0 ]; then
     local left=$((BUDGET_S - SECONDS - GRACE - 20))  # 20 s for the archive and the transfer back
     [ "$left" -lt "$limit" ] && limit=$left
-    if [ "$limit" -lt 15 ]; then echo "$name skipped: budget spent" | tee -a "$R/status.txt"; return; fi
+    if [ "$limit" -lt "${MIN_S:-15}" ]; then STEP_RC=skipped; echo "$name skipped: budget spent" | tee -a "$R/status.txt"; return; fi
   fi
   timeout -k "$GRACE" "$limit" "$@" >"$R/$name.log" 2>&1
-  echo "$name rc=$? ${limit}s-limit took=$((SECONDS - start))s" | tee -a "$R/status.txt"
+  STEP_RC=$?
+  echo "$name rc=$STEP_RC ${limit}s-limit took=$((SECONDS - start))s" | tee -a "$R/status.txt"
 }
 
-{ date -u; nvidia-smi 2>&1 | head -15; python3 -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"; } >"$R/machine.txt" 2>&1
+{ date -u; nvidia-smi 2>&1 | head -15; python3 -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
+  python3 -c "import matplotlib, ml_collections, tensorboardX, mistral_common; print('matplotlib, ml_collections, tensorboardX, mistral_common: importable')"; } >"$R/machine.txt" 2>&1
 
 if [ "$smoke" = 1 ]; then
   S_BATCH=1024,16384; SEEDS=1,8; MISTRAL=small; PAIRS=2; TRAIN_CFG="--config.batch_size=16 --config.model.d_model=48 --config.model.d_mlp=192"; PATCH="--pairs 64 --positions 8 --chunk-size 3"
@@ -56,22 +61,29 @@ if [ "$smoke" = 1 ]; then
   MFU="--config.num_seeds=8 --steps=3 --repeats=1"
 else
   S_BATCH=1048576,8388608,33554432; SEEDS=1,8,64; MISTRAL=7b; PAIRS=64; TRAIN_CFG=""; PATCH="--pairs 1000 --positions 38 --chunk-size 9"  # 9 cells x 1000 pairs a chunk: ~7 GB
-  # Chunks of 50 steps: a SIGTERM waits for the chunk in flight (~18 s at 64 seeds) before saving.
-  # Evaluations every 500 steps (~40 steps' worth of compute each), so a short call has some.
-  RUN_SEEDS=64; RUN_CFG="--config.eval_every=500 --config.checkpoint_every=1000 --config.steps_per_call=50"
+  # The config's 8 seeds (RUN_SEEDS=64 where a lease allows hours): at 43 ms a step a call of a few
+  # minutes reaches thousands of steps, where 64 seeds (0.36 s a step) reach a few hundred;
+  # gpu_summary.py projects the 64-seed wall time from train_seeds' step times. Chunks of 50
+  # steps (a SIGTERM waits for the one in flight), evaluations every 500 (a stop does not evaluate).
+  RUN_SEEDS=${RUN_SEEDS:-8}; RUN_CFG="--config.eval_every=500 --config.checkpoint_every=1000 --config.steps_per_call=50"
   MFU="--steps=20 --repeats=2"  # 8 seeds (the config's): 5 numerics x 20 s compilation; N = 64 is train_seeds' job
 fi
 
 train_small() {  # stopped by its time limit (rc=124 expected): SIGTERM, the run saves, then exits.
   # The wall time to 100% is read from metrics.jsonl. The workdir stays outside $OUT (its
   # checkpoints are large); rerunning on the same machine resumes it. $BEST: numerics flags.
-  local W=${TRAIN_WORKDIR:-/tmp/small_run}
+  # One workdir per numerics: a run of other numerics is refused, not resumed.
+  local W=${TRAIN_WORKDIR:-/tmp/small_run_$(echo "${BEST:-}" | md5sum | cut -c1-8)}
   # A compilation cache for this run only (a resumed run skips ~30 s of compiling; the
-  # benchmarks must not hit it, as they time compilation).
-  GRACE=60 JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache_train step train_small "${TRAIN_S:-300}" python3 launch/train.py --config=configs/small.py --config.num_seeds=$RUN_SEEDS \
+  # benchmarks must not hit it, as they time compilation). At least 60 s, or it saves nothing.
+  MIN_S=60 GRACE=60 JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache_train step train_small "${TRAIN_S:-300}" python3 launch/train.py --config=configs/small.py --config.num_seeds=$RUN_SEEDS \
     --config.progress=False $RUN_CFG $TRAIN_CFG ${BEST:-} --workdir="$W"
-  cp "$W/metrics.jsonl" "$W/run.json" "$R/"
-  cp "$W/curves.png" "$R/" 2>/dev/null || true  # drawn where matplotlib is installed; else draw it here from the two files
+  if [ "$STEP_RC" = 0 ] || [ "$STEP_RC" = 124 ]; then  # finished, or stopped at the limit (it saved)
+    cp "$W/metrics.jsonl" "$W/run.json" "$R/"
+    cp "$W/curves.png" "$R/" 2>/dev/null || true  # drawn where matplotlib is installed; else draw it here from the two files
+  else  # skipped or failed: no older run's log may pass for this one's
+    rm -f "$R/metrics.jsonl" "$R/run.json" "$R/curves.png"
+  fi
 }
 
 gpu_checkpoint() {  # a tiny run written on the GPU, for tests/test_inspect.py: copy $R/gpu_checkpoint to tests/data/
@@ -89,7 +101,8 @@ if [ "$part" = open ]; then  # the open issue's figures (#3) with the fastest nu
   step train_mfu 240 python3 bench/train_mfu.py --config=configs/small.py $MFU --variants=fp32,tf32,bf16mm,bf16 $TRAIN_CFG --out="$R/train_mfu.json"
   BEST=$(python3 bench/gpu_summary.py --best_flags "$R/train_mfu.json" 2>/dev/null)
   echo "$BEST" >"$BEST_FILE"  # for "train_small" in the next call on this machine
-  echo "numerics ${BEST:-as-configured}" >>"$R/status.txt"
+  if [ -s "$R/train_mfu.json" ]; then echo "numerics ${BEST:-as-configured}" >>"$R/status.txt"
+  else echo "numerics as-configured: train_mfu gave no JSON, so no choice was made" >>"$R/status.txt"; fi
   step profile 90 python3 bench/profile_step.py --config=configs/small.py $BEST $TRAIN_CFG --out="$R/profile.json"
   step torch_reference 120 python3 bench/torch_reference.py --config=configs/small.py --seeds=4 --steps=20 --nojax $BEST $TRAIN_CFG --out="$R/torch_reference.json"
   step train_seeds 200 python3 bench/train_seeds.py --config=configs/small.py --seeds=$SEEDS --steps=20 --repeats=2 --run_steps=100 $BEST $TRAIN_CFG --out="$R/train_seeds.json"

@@ -23,6 +23,18 @@ def _load(directory, name):
         return json.load(f)
 
 
+def peak_kind(model: dict, overrides: dict | None = None) -> str:
+    """The tensor-core peak the numerics can reach, the one MFU is judged against: BF16's for
+    bfloat16 activations or matmuls, else TF32's (float32 matmuls may run on TF32 cores)."""
+    m = dict(model, **{k.split(".", 1)[1]: v for k, v in (overrides or {}).items()})
+    bf16 = m.get("dtype") == "bfloat16" or m.get("matmul_precision") in ("bfloat16", "BF16_BF16_F32")
+    return "bf16" if bf16 else "tf32"
+
+
+def _mfu(by: dict, kind: str) -> str:
+    return f"{100 * by[kind]:.1f}% of the {kind.upper()} peak (goal 30%: {_goal(by[kind], 0.30)})"
+
+
 def _goal(value, goal, higher=True):
     met = value >= goal if higher else value < goal
     return "met" if met else "not met"
@@ -44,9 +56,9 @@ def summary(directory: str) -> str:
     if mfu:
         if mfu["mfu"] is None:
             mfu_text = "no peak known for this device"
-        else:  # float32 matmuls may run on TF32 tensor cores: that peak is the one to meet (BF16's for bfloat16 numerics)
+        else:
             by = mfu["mfu"]
-            mfu_text = f"{100 * by['tf32']:.1f}% of the TF32 peak (goal 30%: {_goal(by['tf32'], 0.30)}; BF16 {100 * by['bf16']:.1f}%, FP32 {100 * by['fp32']:.1f}%)"
+            mfu_text = f"{_mfu(by, peak_kind(mfu.get('model', {})))}; TF32 {100 * by['tf32']:.1f}%, BF16 {100 * by['bf16']:.1f}%, FP32 {100 * by['fp32']:.1f}%"
         lines.append(
             f"- training step ({mfu['device']}, {mfu['seeds']} seeds x batch {mfu['batch_size']}): {mfu['step_ms']:.1f} ms, "
             f"{mfu['achieved_tflops']:.1f} TFLOP/s, MFU {mfu_text}; sampling {100 * mfu['sampling_share']:.2f}% of the step "
@@ -57,8 +69,8 @@ def summary(directory: str) -> str:
         if "error" in v:
             lines.append(f"  - numerics {v['name']} ({overrides}): failed, {v['error'][:120]}")
             continue
-        tf32 = f", {100 * v['mfu']['tf32']:.1f}% of the TF32 peak" if v.get("mfu") else ""
-        lines.append(f"  - numerics {v['name']} ({overrides}): {v['step_ms']:.1f} ms, {v['tflops']:.1f} TFLOP/s{tf32}")
+        peak = f", {_mfu(v['mfu'], peak_kind(mfu.get('model', {}), v['overrides']))}" if v.get("mfu") else ""
+        lines.append(f"  - numerics {v['name']} ({overrides}): {v['step_ms']:.1f} ms, {v['tflops']:.1f} TFLOP/s{peak}")
     profile = _load(directory, "profile.json")
     if profile:
         shares = ", ".join(f"{k} {100 * c['share']:.0f}%" for k, c in sorted(profile["categories"].items(), key=lambda kv: -kv[1]["share"]) if c["share"] > 0.005)
@@ -77,10 +89,11 @@ def summary(directory: str) -> str:
         if mfu and mfu.get("mfu") and mfu.get("model_flops_per_step"):
             # Model FLOPs do not depend on the numerics: train_mfu's per seed-step count holds here.
             tflops = top["vmapped_seed_steps_per_s"] * mfu["model_flops_per_step"] / mfu["seeds"] / 1e12
-            tf32, bf16 = (tflops * mfu["mfu"][k] / mfu["achieved_tflops"] for k in ("tf32", "bf16"))  # mfu = achieved / peak
+            by = {k: tflops * mfu["mfu"][k] / mfu["achieved_tflops"] for k in ("tf32", "bf16")}  # mfu = achieved / peak
+            kind = peak_kind(seeds.get("model", mfu.get("model", {})))
             lines.append(
-                f"- MFU at N = {top['n']} ({top['n']} seeds vmapped, numerics of train_seeds): {tflops:.1f} TFLOP/s, "
-                f"{100 * tf32:.1f}% of the TF32 peak (goal 30%: {_goal(tf32, 0.30)}), {100 * bf16:.1f}% of the BF16 peak"
+                f"- MFU at N = {top['n']} ({top['n']} seeds vmapped, numerics of train_seeds: {kind}): {tflops:.1f} TFLOP/s, "
+                f"{_mfu(by, kind)}; TF32 {100 * by['tf32']:.1f}%, BF16 {100 * by['bf16']:.1f}%"
             )
     torch_ref = _load(directory, "torch_reference.json")
     if torch_ref and seeds:
@@ -98,14 +111,39 @@ def summary(directory: str) -> str:
         done = next((e for e in evals if min(e["exact"]) == 1.0), None)
         last = evals[-1] if evals else None
         wall = lambda e: f"{e['wall_s']:.0f} s" if "wall_s" in e else "wall time not logged"  # noqa: E731
+        run = _load(directory, "run.json")
+        n_run = len(run["members"]) if run else None
         if done:
-            lines.append(f"- train_small: every seed at 100% exact match at step {done['step']:,}, {wall(done)} of training")
+            lines.append(f"- train_small{f' ({n_run} seeds)' if n_run else ''}: every seed at 100% exact match at step {done['step']:,}, {wall(done)} of training")
+            projected = project_to_64(done.get("wall_s"), n_run, seeds)
+            if projected:
+                lines.append(f"  - 64 seeds, projected: {projected}")
         elif last:
             lines.append(
                 f"- train_small: not every seed at 100% by step {last['step']:,} ({wall(last)}); "
                 f"exact match min {min(last['exact']):.3f}, mean {sum(last['exact']) / len(last['exact']):.3f}"
             )
+        trained = [r for r in records if r["kind"] == "train"]
+        if trained and (last is None or trained[-1]["step"] > last["step"]):  # trained on past the last evaluation
+            t = trained[-1]
+            acc = t["token_acc"]
+            lines.append(
+                f"- train_small: last logged step {t['step']:,} ({wall(t)}; {t['seed_steps_per_sec']:.0f} seed-steps/s), token accuracy "
+                f"min {min(acc):.3f}, mean {sum(acc) / len(acc):.3f}" + ("" if evals else "; no evaluation yet, so 100% not reached")
+            )
     return "\n".join(lines)
+
+
+def project_to_64(wall_s, n: int | None, seeds: dict | None) -> str | None:
+    """The wall time 64 seeds would take to the same step: ``wall_s`` of an ``n``-seed run times
+    the ratio of the step times (train_seeds' seed-steps/s at n and at 64); evaluations ignored."""
+    if wall_s is None or not n or n == 64 or not seeds:
+        return None
+    rate = {row["n"]: row["vmapped_seed_steps_per_s"] for row in seeds["rows"]}
+    if n not in rate or 64 not in rate:
+        return None
+    factor = (64 / n) * (rate[n] / rate[64])
+    return f"~{wall_s * factor:,.0f} s ({wall_s:.0f} s x {factor:.2f}: 64/{n} seeds at {rate[64]:.0f} vs {rate[n]:.0f} seed-steps/s; evaluations not counted)"
 
 
 def best_flags(mfu_path: str) -> str:

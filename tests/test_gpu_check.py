@@ -37,22 +37,36 @@ def test_gpu_summary_checks_each_goal(tmp_path):
     text = gpu_summary.summary(str(tmp_path))
     assert "JAX at N = 64 is 9.0x (goal 10x at N = 64: not met)" in text
     # 900 seed-steps/s x (80 ms x 120 TFLOP/s / 64 seeds) = 135 TFLOP/s: 27% of a TF32 peak of 500.
-    assert "MFU at N = 64 (64 seeds vmapped, numerics of train_seeds): 135.0 TFLOP/s, 27.0% of the TF32 peak (goal 30%: not met)" in text
+    assert "MFU at N = 64 (64 seeds vmapped, numerics of train_seeds: tf32): 135.0 TFLOP/s, 27.0% of the TF32 peak (goal 30%: not met)" in text
     assert "24.0% of the TF32 peak (goal 30%: not met" in text and "sampling 1.00% of the step (goal under 5%: met)" in text
     assert "every seed at 100% exact match at step 2,000, 20000 s of training" in text
+    # An 8-seed run to 100%, projected to 64 seeds by the step times of train_seeds: 20000 s x 64/8 x 180/900.
+    _write(tmp_path, "train_seeds.json", dict(rows=[row(8, 180.0), row(64, 900.0)]))
+    _write(tmp_path, "run.json", dict(members=[{}] * 8))
+    text = gpu_summary.summary(str(tmp_path))
+    assert "train_small (8 seeds): every seed at 100% exact match at step 2,000" in text
+    assert "64 seeds, projected: ~32,000 s (20000 s x 1.60: 64/8 seeds at 900 vs 180 seed-steps/s" in text
     _write(tmp_path, "metrics.jsonl", evals[:1])
     assert "not every seed at 100% by step 1,000 (10000 s); exact match min 0.500" in gpu_summary.summary(str(tmp_path))
+    # bfloat16 numerics are judged against the BF16 peak (twice TF32's): 135 TFLOP/s is 13.5% of it.
+    _write(tmp_path, "train_seeds.json", dict(rows=[row(64, 900.0)], model=dict(dtype="bfloat16", matmul_precision="default")))
+    assert "numerics of train_seeds: bf16): 135.0 TFLOP/s, 13.5% of the BF16 peak (goal 30%: not met); TF32 27.0%" in gpu_summary.summary(str(tmp_path))
+    # A short run stopped before its first evaluation still reports how far it got.
+    _write(tmp_path, "metrics.jsonl", [dict(kind="train", step=s, wall_s=s / 2.0, seed_steps_per_sec=180.0, token_acc=[0.9, 0.95]) for s in (50, 100)])
+    assert ("train_small: last logged step 100 (50 s; 180 seed-steps/s), token accuracy min 0.900, mean 0.925; "
+            "no evaluation yet, so 100% not reached") in gpu_summary.summary(str(tmp_path))
 
 
 def test_gpu_summary_reads_numerics_and_profile_and_picks_the_fastest(tmp_path):
-    variant = lambda name, overrides, ms: dict(name=name, overrides=overrides, step_ms=ms, tflops=100.0 / ms, mfu=dict(tf32=0.02 / ms))  # noqa: E731
+    variant = lambda name, overrides, ms: dict(name=name, overrides=overrides, step_ms=ms, tflops=100.0 / ms, mfu=dict(tf32=3.0 / ms, bf16=1.0 / ms))  # noqa: E731
     failed = dict(name="tf32", overrides={"model.matmul_precision": "TF32_TF32_F32"}, error="ValueError: not supported on CPU")
     variants = [variant("config", {}, 40.0), variant("fp32", {"model.matmul_precision": "float32"}, 45.0), failed, variant("bf16", {"model.dtype": "bfloat16"}, 20.0)]
     _write(tmp_path, "train_mfu.json", dict(device="H100", seeds=64, batch_size=512, step_ms=40.0, achieved_tflops=2.5, mfu=None, sampling_share=0.01, variants=variants))
     cats = dict(matmul=dict(share=0.25), fusion=dict(share=0.6), copy_transpose=dict(share=0.15), memset=dict(share=0.0))
     _write(tmp_path, "profile.json", dict(reported="device", reported_ms_per_step=18.0, step_ms=20.0, categories=cats, top_by_base_name=[dict(name="loop_fusion", ms_per_step=9.0)]))
     text = gpu_summary.summary(str(tmp_path))
-    assert "numerics bf16 (model.dtype=bfloat16): 20.0 ms" in text and "numerics config (as configured): 40.0 ms" in text
+    assert "numerics bf16 (model.dtype=bfloat16): 20.0 ms, 5.0 TFLOP/s, 5.0% of the BF16 peak" in text  # each variant against its own peak (TF32: 15%)
+    assert "numerics config (as configured): 40.0 ms, 2.5 TFLOP/s, 7.5% of the TF32 peak" in text
     assert "numerics tf32 (model.matmul_precision=TF32_TF32_F32): failed, ValueError: not supported on CPU" in text
     assert "profile (device): 18.0 ms a step of 20.0 ms wall; fusion 60%, matmul 25%, copy_transpose 15%; top: loop_fusion 9.00 ms" in text
     assert gpu_summary.best_flags(str(tmp_path / "train_mfu.json")) == "--config.model.dtype=bfloat16"
@@ -61,8 +75,9 @@ def test_gpu_summary_reads_numerics_and_profile_and_picks_the_fastest(tmp_path):
     assert gpu_summary.best_flags(str(tmp_path / "train_mfu.json")) == ""
 
 
-def _run_part(part, out):
+def _run_part(part, out, **env_vars):
     env = dict(os.environ, GPU_CHECK_SMOKE="1", OUT=str(out), TRAIN_WORKDIR=str(out / "train_workdir"), BEST_FILE=str(out.parent / "best_flags"))
+    env.update(env_vars)
     proc = subprocess.run(["bash", "bench/gpu_check.sh", part], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with tarfile.open(out / "gpu_check.tgz") as tar:
@@ -105,6 +120,10 @@ def test_gpu_check_smoke(tmp_path):
     assert [e["step"] for e in evals] == [20, 40]
     assert json.loads((results / "run.json").read_text())
     assert "not every seed at 100% by step 40" in gpu_summary.summary(str(results))
+    # Skipped for lack of budget, it brings back no log: an older run's may not pass for its own.
+    results = _run_part("train_small", tmp_path / "skipped", BUDGET_S="30", TRAIN_WORKDIR=str(tmp_path / "train" / "train_workdir"))
+    assert (results / "status.txt").read_text().startswith("train_small skipped: budget spent")
+    assert not (results / "metrics.jsonl").exists() and "train_small" not in gpu_summary.summary(str(results)).split("Parts:")[1].split("\n", 1)[1]
 
     results = _run_part("mistral_patching", tmp_path / "mistral")
     status = (results / "status.txt").read_text().splitlines()
