@@ -90,12 +90,12 @@ def analyze_sweep(workdir: str, out_dir: str, settings: common.Settings = common
               for s in summaries.values() for h in headline_rows(s)}
     labels = sweep_lib.point_labels(pts)
     os.makedirs(out_dir, exist_ok=True)
-    files = {}
-    files["claims"] = os.path.basename(figures.draw_sweep_claims(
+    claims = figures.draw_sweep_claims(
         {key: [r["stats"].get(key, {}).get("values", []) for r in rows] for key, h in legend.items() if h["kind"] != "label"},
         {key: h["check"] for key, h in legend.items()}, [labels[r["point"]] for r in rows], os.path.join(out_dir, "claims.png"),
         f"headline numbers per grid point (one dot a seed; {os.path.abspath(workdir)})", [key for key, h in legend.items() if h["kind"] == "pct"],
-    ))
+    )
+    files = {"claims": os.path.basename(claims)}
     summary = common.to_json(dict(
         workdir=os.path.abspath(workdir), points=rows, legend=legend, skipped_groups={f"g{g}": why for g, why in skipped.items()},
         groups={f"g{g}": f"g{g}/summary.json" for g in summaries}, figures=files,
