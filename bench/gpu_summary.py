@@ -83,7 +83,8 @@ def summary(directory: str) -> str:
         for row in seeds["rows"]:
             lines.append(
                 f"- N = {row['n']}: vmapped {row['vmapped_seed_steps_per_s']:.1f} seed-steps/s, sequential "
-                f"{row['sequential_seed_steps_per_s']:.1f} ({row['speedup']:.2f}x; whole runs {row['whole_run_s']['speedup']:.2f}x)"
+                f"{row['sequential_seed_steps_per_s']:.1f} ({row['speedup']:.2f}x; whole runs {row['whole_run_s']['speedup']:.2f}x "
+                f"against separate processes" + (f", {row['whole_run_s']['speedup_one_process']:.2f}x against one process)" if "speedup_one_process" in row["whole_run_s"] else ")")
             )
         top = max(seeds["rows"], key=lambda r: r["n"])
         if mfu and mfu.get("mfu") and mfu.get("model_flops_per_step"):

@@ -37,13 +37,16 @@ from ml_collections import config_flags  # noqa: E402
 from bench import python_sampler  # noqa: E402
 from logic_jax.problem import format as fmt  # noqa: E402
 
-config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "tiny_cpu.py"), "Model, problem, batch size, optimizer.")
-flags.DEFINE_integer("seeds", 8, "Seeds, trained one after the other.")
-flags.DEFINE_integer("steps", 20, "Timed steps per seed (after 3 warm-up steps).")
-flags.DEFINE_string("device", None, "torch device (default: cuda if available, else cpu).")
-flags.DEFINE_bool("jax", True, "Also run the JAX side (bench/train_seeds.py, N = --seeds) and print the ratio.")
-flags.DEFINE_string("out", None, "Also write the JSON here.")
 F = flags.FLAGS
+
+
+def define_flags():  # at run time, so that tests can import the model and the training step
+    config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "tiny_cpu.py"), "Model, problem, batch size, optimizer.")
+    flags.DEFINE_integer("seeds", 8, "Seeds, trained one after the other.")
+    flags.DEFINE_integer("steps", 20, "Timed steps per seed (after 3 warm-up steps).")
+    flags.DEFINE_string("device", None, "torch device (default: cuda if available, else cpu).")
+    flags.DEFINE_bool("jax", True, "Also run the JAX side (bench/train_seeds.py, N = --seeds) and print the ratio.")
+    flags.DEFINE_string("out", None, "Also write the JSON here.")
 
 
 class Block(torch.nn.Module):
@@ -124,9 +127,8 @@ def numerics(model_cfg, device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast(model_cfg))
 
 
-def train_one_seed(seed, config, device, steps, pregenerated=None):
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
+def make_training(config, device):
+    """The model, AdamW (decay on the weight matrices only) and the warm-up + cosine schedule."""
     m, o, problem = config.model, config.optim, config.problem
     model = GPT(m, fmt.VOCAB_SIZE, fmt.seq_len(problem.depth)).to(device)
     decay = [p for p in model.parameters() if p.ndim >= 2]
@@ -139,7 +141,57 @@ def train_one_seed(seed, config, device, steps, pregenerated=None):
         frac = min(max((t - o.warmup_steps) / max(o.decay_steps - o.warmup_steps, 1), 0.0), 1.0)
         return o.end_lr_frac + (1 - o.end_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    return model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+
+
+def train_step(model, opt, sched, tokens, mask, config, device):
+    """One step: cross-entropy on the answer tokens, clipping, AdamW, the schedule; the loss tensor."""
+    with numerics(config.model, device):
+        logits = model(tokens[:, :-1]).float()
+    ce = TF.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="none")
+    m_ = mask[:, 1:].reshape(-1).float()
+    loss = (ce * m_).sum() / m_.sum().clamp(min=1)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_norm)
+    opt.step()
+    sched.step()
+    return loss
+
+
+def load_jax_params(model, params):
+    """Copy one seed's JAX parameters (TransformerLens layouts) into ``model`` (for parity tests)."""
+    t = lambda x: torch.tensor(np.ascontiguousarray(np.asarray(x, np.float32)))  # noqa: E731
+    flat = lambda x: np.asarray(x).reshape(x.shape[0], -1)  # noqa: E731  [d, h, e] -> [d, h*e]
+    with torch.no_grad():
+        model.W_E.copy_(t(params["W_E"]))
+        model.W_pos.copy_(t(params["W_pos"]))
+        model.unembed.weight.copy_(t(np.asarray(params["W_U"]).T))
+        model.unembed.bias.copy_(t(params["b_U"]))
+        model.ln_final.weight.copy_(t(params["ln_final"]["scale"]))
+        model.ln_final.bias.copy_(t(params["ln_final"]["bias"]))
+        for i, block in enumerate(model.blocks):
+            p = params["blocks"][i]  # nnx's pure dicts key layers by int
+            a, mlp = p["attn"], p["mlp"]
+            for lin, w in ((block.q, a["W_Q"]), (block.k, a["W_K"]), (block.v, a["W_V"])):
+                lin.weight.copy_(t(flat(w).T))
+            block.q.bias.copy_(t(np.asarray(a["b_Q"]).reshape(-1)))
+            block.v.bias.copy_(t(np.asarray(a["b_V"]).reshape(-1)))
+            block.o.weight.copy_(t(np.asarray(a["W_O"]).reshape(-1, np.shape(a["W_O"])[-1]).T))
+            block.o.bias.copy_(t(a["b_O"]))
+            for ln, name in ((block.ln1, "ln1"), (block.ln2, "ln2")):
+                ln.weight.copy_(t(p[name]["scale"]))
+                ln.bias.copy_(t(p[name]["bias"]))
+            block.fc.weight.copy_(t(np.asarray(mlp["W_in"]).T))
+            block.fc.bias.copy_(t(mlp["b_in"]))
+            block.proj.weight.copy_(t(np.asarray(mlp["W_out"]).T))
+            block.proj.bias.copy_(t(mlp["b_out"]))
+
+
+def train_one_seed(seed, config, device, steps, pregenerated=None):
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    model, opt, sched = make_training(config, device)
     warmup = 3
     losses = []
     for t in range(warmup + steps):
@@ -147,18 +199,9 @@ def train_one_seed(seed, config, device, steps, pregenerated=None):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        tokens, mask = pregenerated[t % len(pregenerated)] if pregenerated else batch_of(rng, problem, config.batch_size)
+        tokens, mask = pregenerated[t % len(pregenerated)] if pregenerated else batch_of(rng, config.problem, config.batch_size)
         tokens, mask = tokens.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-        with numerics(m, device):
-            logits = model(tokens[:, :-1]).float()
-        ce = TF.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="none")
-        m_ = mask[:, 1:].reshape(-1).float()
-        loss = (ce * m_).sum() / m_.sum().clamp(min=1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_norm)
-        opt.step()
-        sched.step()
+        loss = train_step(model, opt, sched, tokens, mask, config, device)
         losses.append(loss.item())  # a user logs the loss: one sync per step
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -184,7 +227,6 @@ def main(argv):
     # Model only: pre-drawn batches (the data pipeline's share = 1 - with/without).
     rng = random.Random(1234)
     batches = [batch_of(rng, config.problem, config.batch_size) for _ in range(8)]
-    t = time.perf_counter()
     total = 0.0
     for s in range(F.seeds):
         seconds, _ = train_one_seed(s, config, device, F.steps, pregenerated=batches)
@@ -213,4 +255,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -8,7 +8,9 @@ sampled inside): the vmapped side once with N members, the sequential side N tim
 member each, as N separate runs would (compilation excluded on both sides: each side is
 warmed up first). Second comparison, whole runs of ``--run_steps`` steps: separate runs each
 pay the compilation (``compile_s``, measured once and counted N times; process start-up not
-counted), one vmapped run pays it once. Prints one JSON object with seed-steps/s and both
+counted), one vmapped run pays it once; ``speedup_one_process`` counts it once for the
+sequential runs too (seed after seed in one process, as bench/torch_reference.py), so it is
+what vmap gains from the step alone. Prints one JSON object with seed-steps/s and the
 speed-ups per N.
 """
 
@@ -86,17 +88,20 @@ def main(argv):
             keys, hp = state_lib.stack_members([m])
             s, _ = _time_chunk(single, single.init(keys, hp), F.steps, F.repeats)
             seq_s += s
-        # Whole runs of --run_steps steps: one compilation for the vmapped run, one per
-        # sequential run (separate runs, separate processes, each compiles).
+        # Whole runs of --run_steps steps: one compilation for the vmapped run; for the sequential
+        # runs either one per run (separate processes, no compilation cache: how launch/train.py
+        # runs a seed) or one in all (seed after seed in one process, as bench/torch_reference.py).
         whole_vmap = compile_vmap + F.run_steps / F.steps * vmap_s
         whole_seq = n * compile_single + F.run_steps / F.steps * seq_s
+        whole_seq_one_process = compile_single + F.run_steps / F.steps * seq_s
         row = dict(
             n=n,
             vmapped_seed_steps_per_s=n * F.steps / vmap_s,
             sequential_seed_steps_per_s=n * F.steps / seq_s,
             speedup=seq_s / vmap_s,
             compile_s=dict(vmapped=compile_vmap, single=compile_single),
-            whole_run_s=dict(steps=F.run_steps, vmapped=whole_vmap, sequential=whole_seq, speedup=whole_seq / whole_vmap),
+            whole_run_s=dict(steps=F.run_steps, vmapped=whole_vmap, sequential=whole_seq, speedup=whole_seq / whole_vmap,
+                             sequential_one_process=whole_seq_one_process, speedup_one_process=whole_seq_one_process / whole_vmap),
         )
         results["rows"].append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)

@@ -7,8 +7,8 @@ of at most 15), d_model 64 with 2 heads of 32, d_mlp 256, batch 128, AdamW lr 3e
 steps, cosine decay to 3e-4 at step 5,000, weight decay 0.1, clipping at 1.0). The problem
 distribution is the paper's (LogOp queried 80%, OR and AND equally often).
 
-Result (2026-11-26, the unloaded 2-core CPU): it does NOT reach 99% for every seed in 15
-minutes. This command took 13.7 min wall; exact match on 1,024 held-out problems at step 5,000:
+Result (2026-11-26, the unloaded 2-core CPU; weight decay then also applied to b_Q and b_V): it
+does NOT reach 99% for every seed in 15 minutes. This command took 13.7 min wall; exact match on 1,024 held-out problems at step 5,000:
 seed 0 62.9%, seed 1 99.4% (seed 1 passed 99% at step 4,500). The same config with 8 seeds
 (`--config.num_seeds=8`, 61 min; results/tiny_cpu_8_seeds/) ended at 88.0, 99.9, 100, 100,
 66.8, 83.5, 67.2, 65.9%. Its seeds 0 and 1 have the same keys but took other paths, most

@@ -92,9 +92,14 @@ def schedule(hp: Mapping[str, jax.Array]):
     return lr
 
 
-def _decay_mask(params):
-    # Weight decay on matrices only, not on biases, LayerNorm or ... (GPT-2 practice).
-    return jax.tree.map(lambda x: x.ndim >= 2, params)
+def decay_mask(params):
+    """Weight decay on the weight matrices (``W_*``) only: not on biases, which are 2-D for b_Q and
+    b_V ([heads, d_head]), nor on LayerNorm (GPT-2 practice; bench/torch_reference.py does the same)."""
+    def decayed(path, x):
+        name = str(getattr(path[-1], "key", ""))
+        return x.ndim >= 2 and name.startswith("W_")
+
+    return jax.tree_util.tree_map_with_path(decayed, params)
 
 
 def optimizer(hp: Mapping[str, jax.Array]) -> optax.GradientTransformation:
@@ -103,7 +108,7 @@ def optimizer(hp: Mapping[str, jax.Array]) -> optax.GradientTransformation:
     return optax.chain(
         optax.clip_by_global_norm(hp["clip_norm"]),
         optax.scale_by_adam(b1=hp["b1"], b2=hp["b2"], eps=hp["eps"]),
-        optax.add_decayed_weights(hp["weight_decay"], mask=_decay_mask),
+        optax.add_decayed_weights(hp["weight_decay"], mask=decay_mask),
         optax.scale_by_learning_rate(schedule(hp)),
     )
 
