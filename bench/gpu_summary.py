@@ -103,8 +103,10 @@ def summary(directory: str) -> str:
         lines.append(
             f"- PyTorch reference ({torch_ref['device']}, seed after seed, float32 matmul precision "
             f"{torch_ref.get('torch_matmul_precision', 'highest')!r}, bfloat16 autocast {torch_ref.get('torch_autocast_bf16', False)}): "
-            f"{torch_ref['with_data_seed_steps_per_s']:.1f} seed-steps/s; "
+            f"{torch_ref['with_data_seed_steps_per_s']:.1f} seed-steps/s with its host data pipeline; "
             f"JAX at N = {top['n']} is {ratio:.1f}x (goal 10x at N = 64: {_goal(ratio, 10) if top['n'] == 64 else 'N = 64 not run'})"
+            + (f"; against its model alone (pre-drawn batches, {torch_ref['model_only_seed_steps_per_s']:.1f} seed-steps/s): "
+               f"{top['vmapped_seed_steps_per_s'] / torch_ref['model_only_seed_steps_per_s']:.1f}x" if torch_ref.get("model_only_seed_steps_per_s") else "")
         )
     records = _load(directory, "metrics.jsonl")
     if records:
