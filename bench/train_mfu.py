@@ -155,6 +155,7 @@ def main(argv):
     except Exception as e:  # noqa: BLE001 - not every backend reports it
         xla_flops = f"unavailable ({type(e).__name__})"
 
+    n_devices = program.mesh.devices.size  # the mesh's (--config.num_devices may use fewer than are visible)
     length = problem_cfg.seq_len - 1  # the model sees tokens[:, :-1]
     flops_step = model_flops_per_step(model_cfg, batch, length) * n_seeds
     achieved = flops_step * steps / full_s
@@ -162,7 +163,7 @@ def main(argv):
     peak = next((v for k, v in PEAKS.items() if k in kind), None)
     out = dict(
         device=kind,
-        devices=jax.device_count(),
+        devices=n_devices,
         platform=jax.default_backend(),
         seeds=n_seeds,
         batch_size=batch,
@@ -175,7 +176,7 @@ def main(argv):
         model_flops_per_step=flops_step,
         xla_flops_per_step=xla_flops,
         achieved_tflops=achieved / 1e12,
-        mfu=None if peak is None else {k: achieved / (p * jax.device_count()) for k, p in peak.items()},
+        mfu=None if peak is None else {k: achieved / (p * n_devices) for k, p in peak.items()},
         sampling_only_ms=1e3 * sample_s / steps,
         sampling_share=sample_s / full_s,
         step_without_sampling_ms=1e3 * nosample_s / steps,
@@ -183,7 +184,7 @@ def main(argv):
     )
     for v in (v for v in variants if "step_ms" in v):
         v["tflops"] = flops_step / (v["step_ms"] / 1e3) / 1e12
-        v["mfu"] = None if peak is None else {k: 1e12 * v["tflops"] / (p * jax.device_count()) for k, p in peak.items()}
+        v["mfu"] = None if peak is None else {k: 1e12 * v["tflops"] / (p * n_devices) for k, p in peak.items()}
     out["variants"] = variants
     from bench.report import emit
 
