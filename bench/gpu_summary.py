@@ -12,6 +12,10 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.report import bf16_numerics  # noqa: E402
+
 
 def _load(directory, name):
     path = os.path.join(directory, name)
@@ -27,8 +31,7 @@ def peak_kind(model: dict, overrides: dict | None = None) -> str:
     """The tensor-core peak the numerics can reach, the one MFU is judged against: BF16's for
     bfloat16 activations or matmuls, else TF32's (float32 matmuls may run on TF32 cores)."""
     m = dict(model, **{k.split(".", 1)[1]: v for k, v in (overrides or {}).items()})
-    bf16 = m.get("dtype") == "bfloat16" or m.get("matmul_precision") in ("bfloat16", "BF16_BF16_F32")
-    return "bf16" if bf16 else "tf32"
+    return "bf16" if bf16_numerics(m) else "tf32"
 
 
 def _mfu(by: dict, kind: str) -> str:

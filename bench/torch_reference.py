@@ -35,6 +35,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from bench import python_sampler  # noqa: E402
+from bench.report import BF16_MATMULS, bf16_numerics  # noqa: E402
 from logic_jax.problem import format as fmt  # noqa: E402
 
 F = flags.FLAGS
@@ -111,11 +112,6 @@ def batch_of(rng, problem, batch_size):
 # matmuls, which is PyTorch's "high"; PyTorch's own default is "highest" (no TF32). bfloat16
 # matmuls on float32 activations have no float32-precision name in PyTorch: autocast does them.
 TORCH_MATMUL_PRECISION = dict(default="high", tensorfloat32="high", high="high", TF32_TF32_F32="high", float32="highest", highest="highest", F32_F32_F32="highest")
-BF16_MATMULS = ("bfloat16", "BF16_BF16_F32")
-
-
-def bf16_autocast(model_cfg) -> bool:
-    return model_cfg.get("dtype", "float32") == "bfloat16" or model_cfg.get("matmul_precision", "default") in BF16_MATMULS
 
 
 def numerics(model_cfg, device):
@@ -124,7 +120,7 @@ def numerics(model_cfg, device):
     if precision not in TORCH_MATMUL_PRECISION and precision not in BF16_MATMULS:
         raise ValueError(f"config key 'model.matmul_precision': no PyTorch equivalent for {precision!r}")
     torch.set_float32_matmul_precision(TORCH_MATMUL_PRECISION.get(precision, "highest"))
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast(model_cfg))
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_numerics(model_cfg))
 
 
 def make_training(config, device):
@@ -214,7 +210,7 @@ def main(argv):
     device = torch.device(F.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = dict(torch=torch.__version__, device=str(device), threads=torch.get_num_threads(), seeds=F.seeds, steps=F.steps, batch_size=config.batch_size, model=config.model.to_dict(), depth=config.problem.depth)
     numerics(config.model, device)
-    out["torch_autocast_bf16"] = bf16_autocast(config.model)
+    out["torch_autocast_bf16"] = bf16_numerics(config.model)
     out["torch_matmul_precision"] = torch.get_float32_matmul_precision()
     # With the host data pipeline, seed after seed.
     total, first_last = 0.0, []

@@ -114,14 +114,15 @@ def _columns(rows: list[dict]) -> list[str]:
 
 
 def write_csv(rows: list[dict], legend: dict, path: str) -> None:
-    fields = _columns(rows)
+    leading = _columns(rows)
+    fields = list(leading)
     for key, h in legend.items():
         fields += [f"{key}_met"] if h["kind"] == "label" else [f"{key}_mean", f"{key}_min"] + ([f"{key}_met"] if h["check"] else [])
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for r in rows:
-            line = {k: "" if r[k] is None else r[k] for k in _columns(rows)}
+            line = {k: "" if r[k] is None else r[k] for k in leading}
             for key in legend:
                 for stat in ("mean", "min", "met"):
                     if f"{key}_{stat}" in fields:

@@ -19,6 +19,7 @@ from logic_jax.problem.records import read_jsonl
 from logic_jax.train import config as config_lib
 from logic_jax.train import evaluate as evaluate_lib
 from logic_jax.train.checkpoint import Checkpointer, CheckpointError, member_digests
+from logic_jax.train.state import Member, spans_points
 from logic_jax.train.trainer import abstract_state, eval_key
 
 
@@ -98,7 +99,7 @@ def inspect_run(workdir: str, step: int | None = None, problems_file: str | None
 def format_text(report: dict) -> str:
     # A sweep group's members are points x seeds: name each row's point, seed and own optim values.
     members = [s["member"] for s in report["seeds"]]
-    swept = len({m.get("point", 0) for m in members}) > 1
+    swept = spans_points([Member.from_dict(m) for m in members])
     differing = sorted(k for k in members[0]["optim"] if len({m["optim"][k] for m in members}) > 1)
     shared = {k: v for k, v in report["config"]["optim"].items() if k not in differing}
     lines = [

@@ -133,17 +133,18 @@ def load_tokenizer(checkpoint_dir: str | os.PathLike, config: MistralConfig, sou
         raise ValueError(f"unknown tokenizer source {source!r}; choose one of {SOURCES}")
     if source == "directory" and not has_tokenizer(checkpoint_dir):
         raise CheckpointError(f"{checkpoint_dir}: no tokenizer file ({' or '.join(_TOKENIZER_FILES)}; tokenizer_config.json alone is not one)")
-    if source == "directory" or (source == "auto" and has_tokenizer(checkpoint_dir)):
-        if (Path(checkpoint_dir) / "tokenizer.json").is_file():
-            tokenizer = directory_tokenizer(checkpoint_dir)
-        else:
-            tokenizer = sentencepiece_tokenizer(Path(checkpoint_dir) / "tokenizer.model")
-        compare_with_shipped(check_vocab(tokenizer, config))
+    own = source == "directory" or (source == "auto" and has_tokenizer(checkpoint_dir))
+    if own and (Path(checkpoint_dir) / "tokenizer.json").is_file():
+        tokenizer = directory_tokenizer(checkpoint_dir)
+    elif own:
+        tokenizer = sentencepiece_tokenizer(Path(checkpoint_dir) / "tokenizer.model")
     else:
-        if source == "auto":
-            source = _SHIPPED_SIZES.get(config.vocab_size, "mistral_v1")
-        tokenizer = sentencepiece_tokenizer(shipped_tokenizer_path(source))
-    return check_vocab(tokenizer, config)
+        name = _SHIPPED_SIZES.get(config.vocab_size, "mistral_v1") if source == "auto" else source
+        tokenizer = sentencepiece_tokenizer(shipped_tokenizer_path(name))
+    check_vocab(tokenizer, config)
+    if own:
+        compare_with_shipped(tokenizer)
+    return tokenizer
 
 
 def compare_with_shipped(tokenizer: Tokenizer) -> None:
