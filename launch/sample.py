@@ -16,10 +16,10 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.a
 
 from absl import app, flags  # noqa: E402
 
-from logic_jax.problem.config import ConfigError, ProblemConfig  # noqa: E402
+from logic_jax.problem.config import MAX_SEED, ConfigError, ProblemConfig  # noqa: E402
 
 FLAGS = flags.DEFINE_integer("num", 10, "How many problems.", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "PRNG seed; the same seed gives the same problems.")
+flags.DEFINE_integer("seed", 0, "PRNG seed; the same seed gives the same problems.", lower_bound=0, upper_bound=MAX_SEED)
 flags.DEFINE_integer("depth", 3, "Chain depth d, 2 to 8.")
 flags.DEFINE_float("p_logop", 0.8, "Probability that the LogOp chain is queried.")
 flags.DEFINE_float("p_and", 0.5, "Probability that the LogOp rule uses AND (else OR).")

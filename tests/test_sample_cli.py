@@ -72,6 +72,8 @@ def test_bad_flags_name_the_field(tmp_path):
     assert proc.returncode != 0 and "'p_logop'" in proc.stderr
     proc = run("--format=npz")
     assert proc.returncode != 0 and "--out" in proc.stderr
+    proc = run(f"--seed={2**32}")  # jax.random.key(2**32) is key(0): the same problems
+    assert proc.returncode != 0 and "--seed" in proc.stderr and "Traceback" not in proc.stderr
     proc = run(f"--out={tmp_path / 'missing' / 'p.jsonl'}")
     assert proc.returncode != 0 and f"no such directory {tmp_path / 'missing'}" in proc.stderr and "Traceback" not in proc.stderr
     proc = run(f"--out={tmp_path}")

@@ -1,6 +1,7 @@
 """The JAX sampler against the oracle, problem.md's examples, the config and its statistics."""
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -216,6 +217,15 @@ def test_from_mapping_rejects_unknown_keys():
     assert ProblemConfig.from_mapping({"depth": 4}).depth == 4
     with pytest.raises(ConfigError, match="p_or"):
         ProblemConfig.from_mapping({"p_or": 0.5})
+
+
+def test_numpy_scalars_become_python_numbers():
+    cfg = ProblemConfig(depth=np.int64(4), p_logop=np.float32(0.5), p_and=np.float64(0.25))
+    assert cfg == ProblemConfig(depth=4, p_logop=0.5, p_and=0.25)
+    assert type(cfg.depth) is int and type(cfg.p_logop) is float
+    json.dumps(cfg.to_dict())  # numpy scalars would not serialise
+    with pytest.raises(ConfigError, match="'depth'"):
+        ProblemConfig(depth=np.float64(3.0))
 
 
 def test_config_is_a_static_hashable_value():

@@ -242,6 +242,8 @@ def test_decode_stops_at_eos_and_scores():
         (dict(**{"optim.b2": 1.5}), "optim.b2"),
         (dict(**{"optim.clip_norm": 0.0}), "optim.clip_norm': must be > 0"),  # would zero every gradient
         (dict(**{"optim.lr": float("nan")}), "optim.lr': must be a finite number"),
+        (dict(seed=-1), "'seed': must be an integer >= 0"),  # PRNGKey(-1) is PRNGKey(2**32 - 1)
+        (dict(seed=2**32), "would repeat seed 0"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, overrides, match):

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, Mapping
 
 from logic_jax import dataclass_config
 from logic_jax.problem import format as fmt
+
+
+# jax.random.key keeps 32 bits of a seed (x64 off): 2**32 would silently repeat seed 0.
+MAX_SEED = 2**32 - 1
 
 
 class ConfigError(ValueError):
@@ -38,6 +43,11 @@ class ProblemConfig:
     fix_operands_swapped: bool | None = None
 
     def __post_init__(self):
+        # numpy scalars (a sweep built with np.linspace) become Python numbers: hashable alike, JSON-able.
+        for name, kind, cast in (("depth", numbers.Integral, int), ("p_logop", numbers.Real, float), ("p_and", numbers.Real, float)):
+            value = getattr(self, name)
+            if isinstance(value, kind) and not isinstance(value, bool):
+                object.__setattr__(self, name, cast(value))
         validate(self)
 
     @property

@@ -77,7 +77,7 @@ class Batch:
 # Random bits are the sampler's main cost on a CPU, so draws share 32-bit words: a word is a
 # fraction x in [0, 1); a draw in [0, n) is floor(n x), and the next draw reads frac(n x).
 # Each word serves draws while the product of their ranges stays <= 2**16, so every draw is
-# within 2**-16 (relative) of uniform; at depth 3 a problem takes 6 words.
+# within 2**-16 (relative) of uniform; at depth 3 a problem takes 5 words.
 _DRAWS_PER_WORD_BUDGET = 1 << 16
 
 
