@@ -67,7 +67,7 @@ def main(argv: list[str]) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     from logic_jax.llm.circuit import CircuitError
     from logic_jax.llm.prompts import PromptError
-    from logic_jax.llm.study import StudyConfig, run_study
+    from logic_jax.llm.study import OutputError, StudyConfig, run_study
     from logic_jax.llm.tokens import PromptCheckError
     from logic_jax.models.mistral.loading import CheckpointError
 
@@ -91,14 +91,18 @@ def main(argv: list[str]) -> None:
             FLAGS.checkpoint, FLAGS.out, cfg, dtype=FLAGS.dtype, mesh=FLAGS.mesh, tokenizer=FLAGS.tokenizer,
             progress=FLAGS.progress, log=lambda message: print(message, file=sys.stderr),
         )
-    except (CheckpointError, PromptError, PromptCheckError, CircuitError) as err:
+    except (CheckpointError, PromptError, PromptCheckError, CircuitError, OutputError) as err:
         sys.exit(f"error: {err}")
     ld = summary["logit_difference"]
     print(f"mean LD clean {ld['clean']:.3f}, counterfactual {ld['counterfactual']:.3f}; wrote {FLAGS.out}/report.md")
     if summary["accuracy"]:
         clean = summary["accuracy"]["clean"]
         print(f"clean prompts: first token {clean['first_token']:.3f}, exact match {clean['exact_match']:.3f}")
-    print(f"circuit restores {summary['circuit']['scores']['circuit']['restored']:.3f} of the clean LD")
+    kept = summary["circuit"]["scores"]["circuit"]
+    if ld["effect_kind"] == "delta_ld" or kept["restored"] is None:  # rule_order pairs: LD_clean ~ LD_cf, so a share of it means nothing
+        print(f"circuit kept: LD {kept['ld']:.3f} ({kept['ld'] - ld['clean']:+.3f} from clean)")
+    else:
+        print(f"circuit restores {kept['restored']:.3f} of the clean LD")
 
 
 if __name__ == "__main__":

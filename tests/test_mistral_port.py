@@ -128,6 +128,17 @@ def test_float32_matches_pytorch_at_every_site(which, request):
         assert np.all(pattern[:, :, -1, : SEQ - config.sliding_window] == 0)
 
 
+def test_the_load_shows_progress_over_the_tensors(gqa_checkpoint, capsys):
+    directory, _ = gqa_checkpoint
+    _, quiet = mistral.load_params(directory, dtype=jnp.float32)
+    assert "load weights" not in capsys.readouterr().err
+    _, params = mistral.load_params(directory, dtype=jnp.float32, progress=True)
+    err = capsys.readouterr().err
+    tensors = sum(len(load_file(f)) for f in shard_files(directory))  # one step a checkpoint tensor
+    assert "load weights: 100%" in err and f"{tensors}/{tensors} [" in err, err
+    jax.tree.map(np.testing.assert_array_equal, params, quiet)
+
+
 def test_left_padded_batch_matches_pytorch(gqa_checkpoint):
     directory, model = gqa_checkpoint
     config, params = mistral.load_params(directory, dtype=jnp.float32)
@@ -425,6 +436,22 @@ def test_real_mistral_7b_configs_are_supported():
     assert mistral.config_from_hf(saved) == mistral.MistralConfig.mistral_7b_v01()
     with pytest.raises(mistral.UnsupportedConfigError, match=r"unsupported rope_theta=None: expected a positive number"):
         mistral.config_from_hf({**MISTRAL_7B_V01_CONFIG, "rope_theta": None})
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("num_key_value_heads", 0),  # was a ZeroDivisionError
+        ("num_attention_heads", 0),
+        ("num_hidden_layers", 2.7),  # was silently 2 layers
+        ("sliding_window", True),  # was a window of 1 token
+        ("head_dim", 0),
+        ("rms_norm_eps", "x"),  # was a bare ValueError
+    ],
+)
+def test_bad_config_values_are_named(field, value):
+    with pytest.raises(mistral.UnsupportedConfigError, match=rf"unsupported {field}={value!r}: expected"):
+        mistral.config_from_hf({**MISTRAL_7B_V01_CONFIG, field: value})
 
 
 # ---------------------------------------------------------------- tokenizer

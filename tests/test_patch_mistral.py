@@ -143,6 +143,9 @@ def test_full_patching_reproduces_the_counterfactual(tiny, prepared):
     np.testing.assert_allclose(lds[1], cf, **TOL)
     scores = circuit_lib.scores(circuit, lds, 3.0, clean / 3, cf / 3)
     assert scores["none"]["restored"] == pytest.approx(0.0, abs=1e-5)
+    # LD_clean = LD_cf (rule_order pairs under a short sliding window): no share, not a 0/0 NaN.
+    equal = circuit_lib.scores(circuit, lds, 3.0, cf / 3, cf / 3)
+    assert equal["none"]["restored"] is None and equal["none"]["ld"] == pytest.approx(cf / 3)
 
 
 def test_head_z_equals_pytorch_forward_hooks(tiny, prepared):
@@ -258,6 +261,23 @@ def write_char_tokenizer(directory: Path) -> int:
     backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>").save_pretrained(str(directory))
     return len(vocab)
+
+
+def test_study_refuses_an_unwritable_out_before_loading_weights(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "load_params", lambda *a, **k: pytest.fail("weights loaded before the output check"))
+    cfg = study.StudyConfig(num_pairs=2, shots=1, circuit=TINY_CIRCUIT)
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("")
+    for out in (in_the_way, in_the_way / "out"):  # a file, and a directory under a file
+        with pytest.raises(study.OutputError, match=rf"--out {out}: cannot create the output directory"):
+            study.run_study(tiny["directory"], out, cfg, progress=False)
+    proc = run_cli(f"--checkpoint={tiny['directory']}", f"--out={in_the_way}", "--num_pairs=2", "--shots=1", f"--circuit={json.dumps(TINY_CIRCUIT)}")
+    assert proc.returncode != 0 and f"error: --out {in_the_way}: cannot create" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(study.OutputError, match="not writable"):
+            study.run_study(tiny["directory"], locked, cfg, progress=False)
 
 
 def test_study_refuses_a_tokenizer_that_splits_letters(tmp_path, monkeypatch):

@@ -158,6 +158,7 @@ def circuit_lds(circuit: Circuit, config: MistralConfig, params, prepared: Prepa
 
 
 def scores(circuit: Circuit, sums: np.ndarray, count: float, mean_clean: float, mean_cf: float) -> dict:
-    """``{variant: {"ld", "restored"}}`` from the summed LDs."""
+    """``{variant: {"ld", "restored"}}`` from the summed LDs; restored is None where LD_clean = LD_cf."""
     lds = dict(zip(circuit.variants(), np.asarray(sums) / count))
-    return {name: {"ld": float(ld), "restored": float((ld - mean_cf) / (mean_clean - mean_cf))} for name, ld in lds.items()}
+    gap = mean_clean - mean_cf
+    return {name: {"ld": float(ld), "restored": float((ld - mean_cf) / gap) if gap else None} for name, ld in lds.items()}

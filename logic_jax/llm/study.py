@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -109,6 +110,22 @@ def pair_record(pair, tp) -> dict:
     }
 
 
+class OutputError(ValueError):
+    """An output directory the study cannot write; raised before any weights load."""
+
+
+def output_dir(out: str | Path) -> Path:
+    """``out``, created now and checked writable, so a long study cannot fail at its very end."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way, a parent that is a file, no permission
+        raise OutputError(f"--out {out}: cannot create the output directory ({e.strerror or e})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {out}: the directory is not writable")
+    return out
+
+
 def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
@@ -149,6 +166,7 @@ def run_study(
     pairs = build_pairs(cfg.seed, cfg.num_pairs, prompt_cfg)
     tokenized = tokenize_pairs(text_tokenizer, pairs, positions=cfg.positions)
     batches = make_batches(pairs, tokenized, cfg.batch_size)
+    out = output_dir(out)  # after the prompt checks (a refused prompt leaves no directory), before the weights
     timings["prompts"] = time.perf_counter() - clock
     log(f"{len(pairs)} {cfg.pair_kind} pairs, {batches[0].length} tokens, {len(batches)} batch(es) of {cfg.batch_size}")
 
@@ -156,7 +174,7 @@ def run_study(
     if params is None:
         device_mesh = make_mesh() if mesh != "none" else None
         shardings = param_shardings(abstract_params(config, DTYPES[dtype]), device_mesh, mesh) if device_mesh else None
-        config, params = load_params(checkpoint, DTYPES[dtype], shardings=shardings, config=config)
+        config, params = load_params(checkpoint, DTYPES[dtype], shardings=shardings, config=config, progress=progress)
         timings["load"] = time.perf_counter() - clock
         log(f"loaded {checkpoint} ({dtype}, mesh={mesh}) in {timings['load']:.1f}s")
     else:
@@ -209,8 +227,6 @@ def run_study(
                 answers += [{"clean": c, "counterfactual": d} for c, d in zip(*decoded)]
             del prepared
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     effects = totals.effects()
     attribution = totals.attribution_effects()
     with open(out / "pairs.jsonl", "w") as f:

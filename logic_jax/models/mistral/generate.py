@@ -73,7 +73,7 @@ def generate_text(
     """Load ``checkpoint``, greedily continue each prompt, return the decoded completions.
 
     ``mesh``: "none" (one device), "tensor" or "fsdp" over every visible device.
-    ``log``: optional ``print``-like callable for load/compile timings.
+    ``log``: optional ``print``-like callable for load/compile timings (and a progress bar of the load).
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
@@ -93,7 +93,7 @@ def generate_text(
     device_mesh = make_mesh() if mesh != "none" else None
     shardings = param_shardings(abstract_params(config, DTYPES[dtype]), device_mesh, mesh) if device_mesh else None
     start = time.perf_counter()
-    config, params = load_params(checkpoint, DTYPES[dtype], shardings=shardings, config=config)
+    config, params = load_params(checkpoint, DTYPES[dtype], shardings=shardings, config=config, progress=log is not None)
     if log:
         log(f"loaded {checkpoint} in {time.perf_counter() - start:.1f}s ({dtype}, mesh={mesh})")
 
