@@ -148,6 +148,31 @@ def test_full_patching_reproduces_the_counterfactual(tiny, prepared):
     assert equal["none"]["restored"] is None and equal["none"]["ld"] == pytest.approx(cf / 3)
 
 
+@pytest.fixture(scope="module")
+def unwindowed(tmp_path_factory):
+    """The tiny model without a sliding window: the last positions see the facts and the rules."""
+    directory = tmp_path_factory.mktemp("tiny32k_nowindow")
+    write_tiny_checkpoint(directory, vocab_size=32000, max_shard_size="5MB", sliding_window=None)
+    config, params = mistral.load_params(directory, jnp.float32)
+    return dict(directory=directory, config=config, params=params, tokenizer=mistral.load_tokenizer(directory, config))
+
+
+@pytest.mark.parametrize("kind", ["fact", "rule_order"])
+def test_fact_and_rule_order_pairs_differ_and_nothing_kept_is_the_counterfactual(unwindowed, kind):
+    """With window 5 these pairs are trivial (the last 5 positions see neither facts nor rules)."""
+    config, params = unwindowed["config"], unwindowed["params"]
+    pairs = build_pairs(0, 3, PromptConfig(shots=1, kind=kind))
+    batch = jax.tree.map(jnp.asarray, make_batches(pairs, tokenize_pairs(unwindowed["tokenizer"], pairs, positions=P), 4)[0])
+    prepared = _prepare(unwindowed, batch)
+    metric = sweeps.metric_of(batch)
+    clean, cf = float(metric(prepared.clean_logits[:, None])), float(metric(prepared.cf_logits[:, None]))
+    assert abs(clean - cf) > 1e-3
+    circuit = circuit_lib.parse_circuit(TINY_CIRCUIT).validate(config)
+    lds = circuit_lib.circuit_lds(circuit, config, params, prepared, metric, batch, P)
+    np.testing.assert_allclose(lds[1], cf, **TOL)  # every head's output at the last P positions from the counterfactual run
+    assert not np.allclose(lds[0], cf, **TOL)  # the circuit alone kept clean moves it
+
+
 def test_head_z_equals_pytorch_forward_hooks(tiny, prepared):
     """The sweep against a plain PyTorch loop: a pre-hook on o_proj writes the counterfactual z."""
     config, batch, model = tiny["config"], tiny["batch"], tiny["model"]
