@@ -1,14 +1,14 @@
 """Inspect a training run from its checkpoint directory alone.
 
-    python launch/inspect.py --workdir=DIR [--step=S] [--problems=FILE.jsonl] [--format=text|json]
+    python launch/inspect.py --workdir=DIR [--step=S] [--problems=FILE.jsonl|FILE.npz] [--format=text|json]
     python launch/inspect.py --workdir=DIR --attention=attn.png [--seed=0] [--tokens=ID,...] [--query=linear|logop] [--with_answer]
     python launch/inspect.py --workdir=DIR --curves=curves.png
 
 Prints the config, step, parameter count, per-seed metrics (the step each seed first reached
 100% in the trainer's evaluations among them) and a greedy-decoding evaluation
 per seed (exact match, first token, per case, the oracle's error classes) on fresh held-out
-problems (default: the trainer's held-out set) or on a JSONL file (fields ``context`` and
-``answer``: token ids, the answer ending with EOS). ``--format=json`` adds ``params_sha256``
+problems (default: the trainer's held-out set) or on a problem file of ``launch/sample.py``: JSONL (fields ``context``
+and ``answer``: token ids, the answer ending with EOS) or its ``--format=npz``. ``--format=json`` adds ``params_sha256``
 per seed. ``--attention`` draws every layer and head of one seed's attention on a given or
 sampled problem instead; ``--curves`` draws the training curves from the run's log (mid-run
 too). Runs on the CPU; needs nothing but the checkpoint directory.

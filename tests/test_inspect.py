@@ -14,6 +14,7 @@ import pytest
 from logic_jax.problem import format as fmt
 from logic_jax.problem import oracle
 from logic_jax.problem.config import ProblemConfig
+from logic_jax.problem.records import batch_arrays
 from logic_jax.problem.sampler import sample
 from logic_jax.train import evaluate as evaluate_lib
 from logic_jax.train import inspection, trainer
@@ -138,6 +139,25 @@ def test_inspect_errors(run, tmp_path):
     assert out.returncode == 1 and "no such workdir" in out.stderr
     out = _cli(f"--workdir={workdir}", "--num_problems=-1")
     assert out.returncode != 0 and "--num_problems" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_inspect_reads_the_npz_of_sample_py(run, tmp_path):
+    workdir, _ = run
+    batch = jax.device_get(sample(jax.random.PRNGKey(7), ProblemConfig(depth=2), 24))  # _problems_file's problems
+    npz = tmp_path / "problems.npz"
+    with open(npz, "wb") as f:  # as launch/sample.py --format=npz writes it
+        np.savez_compressed(f, config=json.dumps(ProblemConfig(depth=2).to_dict()), **batch_arrays(batch))
+    from_npz = inspection.inspect_run(workdir, problems_file=str(npz))
+    from_jsonl = inspection.inspect_run(workdir, problems_file=_problems_file(tmp_path / "problems.jsonl"))
+    assert from_npz["problems"]["n"] == 24
+    assert [s["evaluation"] for s in from_npz["seeds"]] == [s["evaluation"] for s in from_jsonl["seeds"]]
+    npz.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(evaluate_lib.ProblemsFileError, match=rf"{re.escape(str(npz))}: not a readable npz of launch/sample.py"):
+        inspection.inspect_run(workdir, problems_file=str(npz))
+    with open(npz, "wb") as f:
+        np.savez_compressed(f, tokens=np.asarray(batch.tokens))
+    with pytest.raises(evaluate_lib.ProblemsFileError, match=r"not an npz of launch/sample.py \(no answer_mask, config\)"):
+        inspection.inspect_run(workdir, problems_file=str(npz))
 
 
 def test_inspect_attention_draws_a_png(run, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from typing import Iterator
 
 import numpy as np
@@ -45,6 +46,32 @@ def iter_records(batch: Batch, context_len: int) -> Iterator[dict]:
             "fact_pos": arrays["fact_pos"][i].tolist(),
             "letters": arrays["latent_letters"][i].tolist(),
         }
+
+
+def read_npz(path: str) -> list[dict]:
+    """``context`` and ``answer`` records of an npz from ``launch/sample.py --format=npz``.
+
+    Raises ``ValueError`` naming the file and what it lacks.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = sorted({"config", "tokens", "answer_mask"} - set(z.files))
+            if missing:
+                raise ValueError(f"{path}: not an npz of launch/sample.py (no {', '.join(missing)})")
+            context_len = fmt.context_len(int(json.loads(str(z["config"]))["depth"]))
+            tokens, mask = z["tokens"], z["answer_mask"].astype(bool)
+    except (zipfile.BadZipFile, KeyError, TypeError, json.JSONDecodeError) as e:  # a damaged or foreign zip
+        raise ValueError(f"{path}: not a readable npz of launch/sample.py ({e})") from None
+    return [{"context": t[:context_len].tolist(), "answer": t[m].tolist()} for t, m in zip(tokens, mask)]
+
+
+def read_problems(path: str) -> list[dict]:
+    """The records of a problem file of ``launch/sample.py``: JSONL, or npz (told by its zip header)."""
+    if not os.path.exists(path):
+        raise ValueError(f"no such problems file: {path}")
+    with open(path, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"
+    return read_npz(path) if is_zip else read_jsonl(path)
 
 
 def read_jsonl(path: str) -> list[dict]:

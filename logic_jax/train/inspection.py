@@ -15,7 +15,7 @@ import numpy as np
 
 from logic_jax.models import gpt
 from logic_jax.problem import format as fmt
-from logic_jax.problem.records import read_jsonl
+from logic_jax.problem.records import read_problems
 from logic_jax.train import config as config_lib
 from logic_jax.train import evaluate as evaluate_lib
 from logic_jax.train.checkpoint import Checkpointer, CheckpointError, member_digests
@@ -42,7 +42,7 @@ def load(workdir: str, step: int | None = None):
 
 def read_problems_file(path: str, depth: int) -> evaluate_lib.Problems:
     try:
-        records = read_jsonl(path)
+        records = read_problems(path)
     except OSError as e:  # a directory, no permission
         raise evaluate_lib.ProblemsFileError(f"{path}: cannot read it ({e.strerror or e})") from None
     except ValueError as e:  # not UTF-8 (which does not name the file), not JSON lines
@@ -135,7 +135,7 @@ def define_flags() -> None:
 
     flags.DEFINE_string("workdir", None, "The run's --workdir (or its checkpoints/ directory).")
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest good one).")
-    flags.DEFINE_string("problems", None, "JSONL file of problems (context, answer); default: fresh held-out problems.")
+    flags.DEFINE_string("problems", None, "Problem file of launch/sample.py: JSONL (context, answer) or npz; default: fresh held-out problems.")
     flags.DEFINE_integer("num_problems", None, "Fresh problems to evaluate (default: the config's eval_size).", lower_bound=1)
     flags.DEFINE_enum("format", "text", ["text", "json"], "Output format.")
     flags.DEFINE_string("attention", None, "Instead of evaluating: draw the attention of --seed on a problem to this PNG.")
