@@ -132,6 +132,16 @@ def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog, how):
     assert 20 in _committed(workdir) and 30 in _committed(workdir)
 
 
+def test_a_resumed_run_says_which_run_length_keys_changed(tmp_path, capsys):
+    workdir = str(tmp_path)
+    trainer.train(tiny_config(num_steps=10), workdir)
+    capsys.readouterr()
+    trainer.train(tiny_config(num_steps=20, eval_size=16, progress=False), workdir)
+    assert f"resuming {workdir} from step 10 (eval_size: 32 -> 16; num_steps: 10 -> 20)\n" in capsys.readouterr().err
+    trainer.train(tiny_config(num_steps=20, eval_size=16), workdir)  # nothing changed (the step-20 checkpoint holds eval_size 16)
+    assert f"resuming {workdir} from step 20\n" in capsys.readouterr().err
+
+
 def test_checkpoints_of_another_run_are_refused(tmp_path):
     workdir = str(tmp_path)
     trainer.train(tiny_config(num_steps=10), workdir)

@@ -155,3 +155,9 @@ def differences(saved: Mapping[str, Any], new: Mapping[str, Any], ignore=RUN_LEN
     a, b = {**base, **flatten(to_dict(saved))}, {**base, **flatten(to_dict(new))}
     keys = sorted((set(a) | set(b)) - set(ignore))
     return [f"{k}: {a.get(k, '<missing>')!r} -> {b.get(k, '<missing>')!r}" for k in keys if a.get(k, "<missing>") != b.get(k, "<missing>")]
+
+
+def run_length_changes(saved: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The run-length keys a resumed run changes (``progress`` aside), as ``differences`` words them."""
+    others = [k for k in flatten(to_dict(base_config())) if k not in RUN_LENGTH_KEYS or k == "progress"]
+    return differences(saved, new, ignore=others)

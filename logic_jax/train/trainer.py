@@ -140,10 +140,13 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
     program = make_train(model_cfg, problem_cfg, config["batch_size"], mesh)
     ckpt = Checkpointer(workdir, config["keep_checkpoints"])
 
+    changed = []  # run-length keys this restart changes, told to the user
+
     def abstract_for(run):
         diffs = config_lib.differences(run["config"], config)
         if diffs or run["members"] != info["members"]:
             raise RunMismatchError(f"checkpoints in {ckpt.directory} belong to another run; differing keys: {'; '.join(diffs) or 'members'}")
+        changed[:] = config_lib.run_length_changes(run["config"], config)
         return abstract_state(run, program.sharding)
 
     restored = ckpt.restore_latest(abstract_for)
@@ -167,7 +170,7 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
     names = [f"point_{m.point}/seed_{m.index}" for m in members] if spans_points(members) else None
     log = RunLog(workdir, step, config["num_steps"], progress=config["progress"], desc=desc, names=names)
     if restored is not None:
-        log.message(f"resuming {workdir} from step {step}")
+        log.message(f"resuming {workdir} from step {step}" + (f" ({'; '.join(changed)})" if changed else ""))
     compiled = {}  # chunk length -> the compiled chunk
     with StopRequest() as stop:
         try:
