@@ -33,7 +33,7 @@ flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Parameter and c
 flags.DEFINE_integer("batch_size", 64, "Pairs per batch.", lower_bound=1)
 flags.DEFINE_integer("chunk_size", 64, "Sweep cells per vmapped chunk (0: all cells of a sweep at once).", lower_bound=0)
 flags.DEFINE_enum("mesh", "none", ["none", "tensor", "fsdp"], "Place params over all devices: tensor- or fully-sharded.")
-flags.DEFINE_string("circuit", None, "Circuit JSON (a file or an inline object); default: paper.md's Mistral-7B circuit.")
+flags.DEFINE_string("circuit", None, 'Circuit JSON (a file or an inline object): {"family": {"heads": [[layer, head], ...], "positions": ["query", "last"]}, ...}; default: paper.md\'s Mistral-7B circuit.')
 flags.DEFINE_list("attention_heads", None, "Heads for attention statistics as layer.head; default: the circuit's heads.")
 flags.DEFINE_enum("question_op", "or", ["or", "and", "any"], "Operator of the question's LogOp rule.")
 flags.DEFINE_enum("example_truths", None, ["TT", "TF"], "Source truths of every example; default: a coin per prompt.")
