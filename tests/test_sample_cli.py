@@ -24,11 +24,11 @@ def run(*args):
 
 
 def test_jsonl_on_stdout_is_the_sampler_output():
-    proc = run("--num=40", "--seed=5", "--depth=4", "--p_and=0.7", "--shuffle_rules")
+    proc = run("--num=40", "--seed=5", "--depth=4", "--p_and=0.7", "--shuffle_rules", "--noshuffle_facts")
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(records) == 40
-    cfg = ProblemConfig(depth=4, p_and=0.7, shuffle_rules=True)
+    cfg = ProblemConfig(depth=4, p_and=0.7, shuffle_rules=True, shuffle_facts=False)
     for i, r in enumerate(records):  # problem i is the one problem sampled from fold_in(key(seed), i)
         expected = jax.device_get(sample(jax.random.fold_in(jax.random.key(5), i), cfg, 1))
         assert r["context"] == expected.tokens[0, : cfg.context_len].tolist()

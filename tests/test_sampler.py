@@ -152,6 +152,21 @@ def test_shuffled_rule_order_is_uniform():
     assert stats.chisquare(np.bincount(slot, minlength=5)).pvalue > 1e-5
 
 
+def test_unshuffled_facts_are_written_a0_b0_c0_and_nothing_else_changes():
+    cfg, key, n = ProblemConfig(depth=3), jax.random.key(5), 2000
+    shuffled = jax.device_get(sample(key, cfg, n))
+    ordered = jax.device_get(sample(key, dataclasses.replace(cfg, shuffle_facts=False), n))
+    assert (ordered.latent.fact_order == [0, 1, 2]).all() and (shuffled.latent.fact_order != [0, 1, 2]).any(axis=1).mean() > 0.8
+    for field in ("letters", "truth", "query_logop", "is_and", "operands_swapped", "rule_order"):
+        np.testing.assert_array_equal(getattr(ordered.latent, field), getattr(shuffled.latent, field), err_msg=field)
+    assert (np.diff(ordered.fact_pos, axis=1) == 3).all()  # a_0's fact, then b_0's, then c_0's
+    sources = ordered.latent.letters[:, [0, cfg.depth, 2 * cfg.depth]]
+    np.testing.assert_array_equal(np.take_along_axis(ordered.tokens, ordered.fact_pos, axis=1), sources)
+    for row in ordered.tokens[:50]:
+        context = row[: cfg.context_len].tolist()
+        assert oracle.validate(context, row[cfg.context_len :][: len(oracle.prove(context))].tolist())
+
+
 def test_fixed_choices_are_respected():
     cfg = ProblemConfig(
         depth=4, fix_query="logop", fix_op="or", fix_truth_first=True, fix_truth_second=False,
@@ -205,6 +220,7 @@ def test_under_vmap_and_scan():
         (dict(fix_op="and", p_and=0.0), "fix_op"),
         (dict(fix_op="or", p_and=1.0), "fix_op"),
         (dict(fix_truth_first="yes"), "fix_truth_first"),
+        (dict(shuffle_facts=1), "shuffle_facts"),
         (dict(shuffle_rules=True, fix_logop_chain_first=True), "fix_logop_chain_first"),
     ],
 )

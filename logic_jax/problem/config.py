@@ -27,13 +27,15 @@ class ProblemConfig:
     ``fix_truth_second`` the source facts of the LogOp rule's first and second operand's
     branches, ``fix_truth_linear`` the linear chain's source; ``fix_logop_chain_first``
     whether the LogOp chain's rules are written first; ``fix_operands_swapped`` whether the
-    LogOp rule reads ``b OP a`` instead of ``a OP b``.
+    LogOp rule reads ``b OP a`` instead of ``a OP b``. ``shuffle_facts`` False writes the facts
+    of a_0, b_0, c_0 in that order (the problem is otherwise the one the same key draws shuffled).
     """
 
     depth: int = 3
     p_logop: float = 0.8
     p_and: float = 0.5
     shuffle_rules: bool = False
+    shuffle_facts: bool = True
     fix_query: str | None = None
     fix_op: str | None = None
     fix_truth_first: bool | None = None
@@ -82,6 +84,7 @@ def validate(cfg: ProblemConfig) -> None:
         p = getattr(cfg, name)
         _check(isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p <= 1.0, name, f"must be a probability in [0, 1], got {p!r}")
     _check(isinstance(cfg.shuffle_rules, bool), "shuffle_rules", f"must be a bool, got {cfg.shuffle_rules!r}")
+    _check(isinstance(cfg.shuffle_facts, bool), "shuffle_facts", f"must be a bool, got {cfg.shuffle_facts!r}")
     _check(cfg.fix_query in (None, "logop", "linear"), "fix_query", f"must be None, 'logop' or 'linear', got {cfg.fix_query!r}")
     _check(cfg.fix_op in (None, "or", "and"), "fix_op", f"must be None, 'or' or 'and', got {cfg.fix_op!r}")
     for name in ("fix_truth_first", "fix_truth_second", "fix_truth_linear", "fix_logop_chain_first", "fix_operands_swapped"):

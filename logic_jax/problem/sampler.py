@@ -148,7 +148,8 @@ def sample_latents(key: jax.Array, cfg: ProblemConfig, batch_size: int) -> Laten
     words = jax.random.bits(key, (b, n_draw_words + 2 + (n if cfg.shuffle_rules else 0)), jnp.uint32)
     draws = _uniform_draws(words, ranges)
     letters = _distinct_letters(draws[:-1])
-    fact_order = jnp.asarray(templates.FACT_ORDERS)[draws[-1]]
+    # Drawn either way, so that the other choices of a key do not depend on shuffle_facts.
+    fact_order = jnp.asarray(templates.FACT_ORDERS)[draws[-1] if cfg.shuffle_facts else jnp.zeros((b,), jnp.int32)]  # [0]: a_0, b_0, c_0
 
     def fixed_or(value, drawn):
         return drawn if value is None else jnp.full((b,), bool(value))
