@@ -37,14 +37,18 @@ def main(argv):
     from logic_jax.train.preemption import exit_status
 
     try:
-        rows, stopped_by = sweep.run_sweep(FLAGS.config, FLAGS.workdir)
-    except (ValueError, FloatingPointError) as e:  # config, workdir, mesh, checkpoint errors; divergence
+        rows, stopped_by, diverged = sweep.run_sweep(FLAGS.config, FLAGS.workdir)
+    except ValueError as e:  # config, workdir, mesh, checkpoint errors
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(1)
     if jax.process_index() == 0:
         print(sweep.summary_markdown(rows), flush=True)
+        for message in diverged:
+            print(f"error: TrainingDivergedError in {message}", file=sys.stderr)
     if stopped_by:
         sys.exit(exit_status(stopped_by))
+    if diverged:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

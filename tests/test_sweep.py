@@ -53,8 +53,8 @@ def test_grid_errors_name_the_key():
 
 def test_sweep_trains_groups_and_matches_single_runs(tmp_path):
     c = sweep_config(optim__lr=(3e-3, 1e-2))
-    rows, stopped_by = sweep.run_sweep(c, str(tmp_path))
-    assert stopped_by is None
+    rows, stopped_by, diverged = sweep.run_sweep(c, str(tmp_path))
+    assert stopped_by is None and diverged == []
     assert [r["point"] for r in rows] == [0, 1] and {r["group"] for r in rows} == {0}
     assert os.listdir(tmp_path / "groups") == ["g0"]  # both learning rates in one vmap
     with open(tmp_path / "summary.csv") as f:
@@ -110,14 +110,59 @@ def test_a_signal_stops_the_sweep_after_the_group_and_a_rerun_finishes_it(tmp_pa
 
     sender = threading.Thread(target=send_when_training)
     sender.start()
-    rows, stopped_by = sweep.run_sweep(c, str(tmp_path))
+    rows, stopped_by, _ = sweep.run_sweep(c, str(tmp_path))
     sender.join()
     assert stopped_by == "SIGTERM"
     assert [r["group"] for r in rows] == [0] and 10 <= rows[0]["step"] < 60
     assert rows[0]["eval_step"] == ((rows[0]["step"] // 30) * 30 or None)  # the numbers' own step, not the stop's
     assert os.listdir(tmp_path / "groups") == ["g0"]  # the second group was not started
-    rows, stopped_by = sweep.run_sweep(c, str(tmp_path))
+    rows, stopped_by, _ = sweep.run_sweep(c, str(tmp_path))
     assert stopped_by is None and [(r["group"], r["step"], r["eval_step"]) for r in rows] == [(0, 60, 60), (1, 60, 60)]
+    # A rerun that trains nothing reports the wall time its checkpoints hold, not that plus the rerun's own.
+    again, _, _ = sweep.run_sweep(c, str(tmp_path))
+    assert [r["wall_time_s"] for r in again] == [r["wall_time_s"] for r in rows]
+
+
+def test_a_signal_in_a_groups_last_chunk_still_stops_the_sweep(tmp_path, monkeypatch):
+    c = sweep_config(model__d_model=(16, 32))
+    real_train = sweep.train
+
+    def train_then_signal(*args, **kwargs):
+        result = real_train(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # as if it came in the last chunk: the group is complete
+        return result
+
+    monkeypatch.setattr(sweep, "train", train_then_signal)
+    rows, stopped_by, _ = sweep.run_sweep(c, str(tmp_path))
+    assert stopped_by == "SIGTERM"
+    assert [(r["group"], r["step"]) for r in rows] == [(0, 10)] and os.listdir(tmp_path / "groups") == ["g0"]
+
+
+def test_a_diverging_group_is_reported_and_the_other_groups_still_train(tmp_path):
+    c = sweep_config(model__init_std=(1e30, 0.02))  # two groups; the first one's loss is not finite
+    rows, stopped_by, diverged = sweep.run_sweep(c, str(tmp_path))
+    assert stopped_by is None and len(diverged) == 1 and diverged[0].startswith("group 0: non-finite loss")
+    assert rows[0]["diverged"].startswith("step ") and rows[0]["exact_mean"] is None
+    assert rows[1]["diverged"] is None and rows[1]["step"] == 10 and rows[1]["exact_mean"] is not None
+    assert "diverged" in open(tmp_path / "summary.md").read()
+
+
+def test_diverged_rows_name_the_point_that_diverged(tmp_path):
+    c = sweep_config(optim__lr=(3e-3, 1e-2))
+    group = sweep.groups(sweep.points(c))[0]
+    _, owner = sweep.group_members(group)
+    assert owner == [0, 0, 1, 1]
+    error = trainer.TrainingDivergedError("non-finite loss", step=7, seeds=[3])
+    rows = sweep._diverged_rows(group, owner, 0, str(tmp_path / "never_trained"), error)
+    assert [(r["point"], r["diverged"], r["step"]) for r in rows] == [(0, "stopped by point 1", 0), (1, "step 7", 0)]
+
+
+def test_a_grid_the_devices_cannot_hold_is_refused_before_the_workdir_is_written(tmp_path):
+    c = sweep_config(optim__lr=(3e-3, 1e-2, 3e-2))
+    c.num_devices = 4  # 3 points x 2 seeds = 6 members: not a multiple of 4
+    with pytest.raises(sweep.MeshError, match=r"sweep group 0 trains 3 point\(s\) x num_seeds=2 = 6 members together: num_seeds=6"):
+        sweep.run_sweep(c, str(tmp_path / "sweep"))
+    assert not (tmp_path / "sweep").exists()  # nothing pinned: the corrected grid may use this workdir
 
 
 def test_steps_to_100_is_the_first_evaluation_with_every_seed_perfect():

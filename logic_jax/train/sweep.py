@@ -23,9 +23,12 @@ import numpy as np
 from logic_jax.train import config as config_lib
 from logic_jax.train import curves
 from logic_jax.train.evaluate import steps_to_perfect
+from logic_jax.train.checkpoint import CheckpointError
 from logic_jax.train.files import SWEEP_FILE, write_json
+from logic_jax.train.preemption import StopRequest
 from logic_jax.train.state import members_of
-from logic_jax.train.trainer import RunMismatchError, train
+from logic_jax.train.step import MeshError, make_mesh
+from logic_jax.train.trainer import RunMismatchError, TrainingDivergedError, latest_metrics, train
 
 # Values that live in each member's state, so points differing only here share a vmap.
 PER_MEMBER = ("seed", "num_seeds", "optim.")
@@ -104,52 +107,99 @@ def point_labels(pts: list[dict]) -> dict[int, str]:
     return {p["index"]: f"point {p['index']}: " + ", ".join(f"{k}={v}" for k, v in p["overrides"].items()) for p in pts}
 
 
-def run_sweep(config, workdir: str) -> tuple[list[dict], str | None]:
+def group_members(group: list[dict]) -> tuple[list, list[int]]:
+    """The members of a group (its points' seeds, point after point) and the point of each."""
+    members, owner = [], []
+    for p in group:
+        for m in members_of(p["config"], point=p["index"]):
+            members.append(m)
+            owner.append(p["index"])
+    return members, owner
+
+
+def check_meshes(all_groups: list[list[dict]]) -> None:
+    """Every group's members must fill the seed mesh: checked before the sweep's workdir is written."""
+    for g, group in enumerate(all_groups):
+        members, _ = group_members(group)
+        try:
+            make_mesh(len(members), group[0]["config"]["num_devices"])
+        except MeshError as e:
+            per_point = group[0]["config"]["num_seeds"]
+            raise MeshError(f"sweep group {g} trains {len(group)} point(s) x num_seeds={per_point} = {len(members)} members together: {e}") from None
+
+
+def _rows(group: list[dict], owner: list[int], g: int, step: int, evals: list, wall_time: float, diverged: str | None) -> list[dict]:
+    final = evals[-1][1] if evals else None
+    rows = []
+    for p in group:
+        idx = [i for i, o in enumerate(owner) if o == p["index"]]
+        exact = [final[i]["exact"] for i in idx] if final else []
+        first = [final[i]["first_token"] for i in idx] if final else []
+        rows.append(dict(
+            point=p["index"],
+            **{k: v for k, v in p["overrides"].items()},
+            group=g,
+            seeds=len(idx),
+            step=step,
+            eval_step=evals[-1][0] if evals else None,
+            exact_mean=float(np.mean(exact)) if exact else None,
+            exact_min=float(np.min(exact)) if exact else None,
+            first_token_mean=float(np.mean(first)) if first else None,
+            steps_to_100=steps_to_perfect(evals, idx),
+            wall_time_s=round(wall_time, 1),
+            diverged=diverged,
+        ))
+    return rows
+
+
+def _diverged_rows(group: list[dict], owner: list[int], g: int, group_dir: str, error: TrainingDivergedError) -> list[dict]:
+    """A diverged group's rows: its last checkpoint's numbers, and which point went non-finite."""
+    culprits = sorted({owner[i] for i in error.seeds})
+    try:
+        metrics = latest_metrics(group_dir)
+        evals = [(e["step"], e["metrics"]) for e in metrics.get("evals", [])]
+        step, wall = int(metrics["step"]), float(metrics.get("wall_time", 0.0))
+    except CheckpointError:
+        evals, step, wall = [], 0, 0.0
+    rows = _rows(group, owner, g, step, evals, wall, None)
+    for r in rows:
+        r["diverged"] = f"step {error.step}" if r["point"] in culprits else f"stopped by point {culprits[0]}" if culprits else f"step {error.step}"
+    return rows
+
+
+def run_sweep(config, workdir: str) -> tuple[list[dict], str | None, list[str]]:
     """Train every group (resuming finished or partial ones) and write the summary tables.
 
-    Returns the rows and the signal that stopped a group early (None if none did): then the
-    groups after it are not started, and rerunning the sweep resumes.
+    Returns the rows, the signal that stopped the sweep early (None if none did: then the
+    groups after it are not started, and rerunning the sweep resumes), and the errors of
+    groups that diverged (a NaN or infinite loss stops its group; the other groups still train,
+    and the summary's ``diverged`` column names the points).
     """
     config_lib.check(config, extra_keys=("sweep",))
     pts = points(config)
-    check_sweep_workdir(workdir, config)
-    rows, stopped_by = [], None
     all_groups = groups(pts)
+    check_meshes(all_groups)
+    check_sweep_workdir(workdir, config)
+    rows, stopped_by, diverged = [], None, []
     group_dirs = [os.path.join(workdir, "groups", f"g{g}") for g in range(len(all_groups))]
-    for g, group in enumerate(all_groups):
-        members, owner = [], []
-        for p in group:
-            for m in members_of(p["config"], point=p["index"]):
-                members.append(m)
-                owner.append(p["index"])
-        result = train(group[0]["config"], group_dirs[g], members=members, desc=f"group {g + 1}/{len(all_groups)}")
-        final = result.evals[-1][1] if result.evals else None
-        for p in group:
-            idx = [i for i, o in enumerate(owner) if o == p["index"]]
-            exact = [final[i]["exact"] for i in idx] if final else []
-            first = [final[i]["first_token"] for i in idx] if final else []
-            rows.append(
-                dict(
-                    point=p["index"],
-                    **{k: v for k, v in p["overrides"].items()},
-                    group=g,
-                    seeds=len(idx),
-                    step=result.step,
-                    eval_step=result.evals[-1][0] if result.evals else None,
-                    exact_mean=float(np.mean(exact)) if exact else None,
-                    exact_min=float(np.min(exact)) if exact else None,
-                    first_token_mean=float(np.mean(first)) if first else None,
-                    steps_to_100=steps_to_perfect(result.evals, idx),
-                    wall_time_s=round(result.wall_time, 1),
-                )
-            )
-        if result.stopped_by:
-            stopped_by = result.stopped_by
-            break
+    # One StopRequest for every group: a signal caught during a group's last chunk still stops the sweep.
+    with StopRequest() as stop:
+        for g, group in enumerate(all_groups):
+            members, owner = group_members(group)
+            try:
+                result = train(group[0]["config"], group_dirs[g], members=members, desc=f"group {g + 1}/{len(all_groups)}", stop=stop)
+            except TrainingDivergedError as e:
+                diverged.append(f"group {g}: {e}")
+                rows += _diverged_rows(group, owner, g, group_dirs[g], e)
+            else:
+                rows += _rows(group, owner, g, result.step, result.evals, result.wall_time, None)
+            if stop.requested():  # also after a group that finished in the chunk the signal came in
+                stopped_by = stop.name
+                break
     rows.sort(key=lambda r: r["point"])
     write_summary(rows, workdir)
     curves.draw_or_say_why(curves.draw_sweep, group_dirs, os.path.join(workdir, curves.CURVES_FILE), point_labels(pts))
-    return rows, stopped_by
+    return rows, stopped_by, diverged
 
 
 def _cell(v) -> str:
@@ -171,7 +221,8 @@ def summary_markdown(rows: list[dict]) -> str:
         "\nstep: where the group's training stopped; exact_mean / exact_min: whole-proof exact match over seeds at "
         "the last evaluation (eval_step; the last step unless the sweep was stopped early); steps_to_100: first "
         "evaluated step where every seed is at 100% ('-': not reached); wall_time_s: the group's time "
-        "(points of one group train together).\n"
+        "(points of one group train together); diverged: the step of a non-finite loss, which stops its whole "
+        "group (the numbers are then its last checkpoint's).\n"
     )
     return out.getvalue()
 

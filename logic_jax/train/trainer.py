@@ -10,6 +10,7 @@ or Ctrl-C ends the loop after the chunk in flight, with a checkpoint (``preempti
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -37,7 +38,14 @@ class RunMismatchError(ValueError):
 
 
 class TrainingDivergedError(FloatingPointError):
-    """A NaN or infinite loss; the message names the seed index and the step."""
+    """A NaN or infinite loss; the message names the seed index and the step.
+
+    ``step``: the training step; ``seeds``: the member indices that went non-finite there.
+    """
+
+    def __init__(self, message: str, step: int = -1, seeds: Sequence[int] = ()):
+        super().__init__(message)
+        self.step, self.seeds = step, list(seeds)
 
 
 @dataclasses.dataclass
@@ -114,17 +122,24 @@ def check_finite(out: dict, start: int, members: Sequence[Member], last_saved: i
         seeds = [int(i) for i in np.flatnonzero(bad[:, first_step])]
         raise TrainingDivergedError(
             f"non-finite loss {losses[seed, first_step]} at training step {start + first_step} for {where(seed)} "
-            f"(seed indices with a non-finite loss there: {seeds}); stopping, {kept}"
+            f"(seed indices with a non-finite loss there: {seeds}); stopping, {kept}",
+            start + first_step, seeds,
         )
     seeds = [int(i) for i in np.flatnonzero(params_bad)]
     raise TrainingDivergedError(
         f"non-finite parameters after training step {start + losses.shape[1] - 1} for {where(seeds[0])} "
-        f"(seed indices with non-finite parameters: {seeds}); stopping, {kept}"
+        f"(seed indices with non-finite parameters: {seeds}); stopping, {kept}",
+        start + losses.shape[1] - 1, seeds,
     )
 
 
-def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc: str = "train") -> TrainResult:
-    """Train (or resume) the run in ``workdir`` to ``config.num_steps``."""
+def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc: str = "train", stop: StopRequest | None = None) -> TrainResult:
+    """Train (or resume) the run in ``workdir`` to ``config.num_steps``.
+
+    ``stop``: a ``StopRequest`` already entered by the caller (a sweep, whose groups share one,
+    so that a signal caught in one group's last chunk still stops the sweep); default: this
+    call's own.
+    """
     config_lib.check(config)
     config = config_lib.to_dict(config)
     members = list(members) if members is not None else members_of(config)
@@ -161,6 +176,7 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
     last_saved = step if restored is not None else None
     evals = [(e["step"], e["metrics"]) for e in metrics.get("evals", [])]
     wall_before, t_start = float(metrics.get("wall_time", 0.0)), time.time()
+    wall_saved = wall_before  # the wall time in the newest checkpoint: what a rerun that trains nothing reports
 
     def wall_time():  # of the run so far, summed over restarts
         return wall_before + time.time() - t_start
@@ -172,7 +188,7 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
     if restored is not None:
         log.message(f"resuming {workdir} from step {step}" + (f" ({'; '.join(changed)})" if changed else ""))
     compiled = {}  # chunk length -> the compiled chunk
-    with StopRequest() as stop:
+    with (contextlib.nullcontext(stop) if stop is not None else StopRequest()) as stop:
         try:
             while step < config["num_steps"]:
                 n = chunk_end(step, config) - step
@@ -200,7 +216,7 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
                         wall_time=wall_time(),
                     )
                     ckpt.save(step, state, info, json.loads(json.dumps(saved, default=float)))
-                    last_saved = step
+                    last_saved, wall_saved = step, saved["wall_time"]
                 if stopping and step < config["num_steps"]:
                     log.message(f"{stop.name}: stopped at step {step} and saved a checkpoint; rerun the same command to resume")
                     break
@@ -212,7 +228,7 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
     resumed_from = None if restored is None else restored[0]
     # A signal during the last chunk stops nothing: the run is complete (exit 0, not "rerun").
     stopped_by = stop.name if step < config["num_steps"] else None
-    return TrainResult(state=state, step=step, evals=evals, wall_time=wall_time(), members=members, stopped_by=stopped_by, resumed_from=resumed_from)
+    return TrainResult(state=state, step=step, evals=evals, wall_time=wall_saved if last_saved == step else wall_time(), members=members, stopped_by=stopped_by, resumed_from=resumed_from)
 
 
 def latest_metrics(workdir: str) -> dict:
