@@ -93,7 +93,7 @@ def main(_):
     program = step_lib.make_train(model_cfg, problem_cfg, cfg["batch_size"], mesh)
     state = program.init(*stack_members(members))
     evaluate = evaluate_lib.make_evaluate(model_cfg, problem_cfg.context_len, mesh, batch=512)
-    problems = evaluate_lib.fresh_problems(eval_key(cfg), problem_cfg, 512)
+    problems = evaluate_lib.fresh_problems(eval_key(cfg["seed"]), problem_cfg, 512)
     start, step = time.time(), 0
     while time.time() - start < F.max_seconds and step < cfg["num_steps"]:
         state, out = program.chunk(state, F.every)

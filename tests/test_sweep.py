@@ -14,6 +14,7 @@ import pytest
 
 from logic_jax.train import config as config_lib
 from logic_jax.train import inspection, sweep
+from logic_jax.train import evaluate as evaluate_lib
 from logic_jax.train import trainer
 from logic_jax.train.evaluate import steps_to_perfect
 from logic_jax.train.state import members_of
@@ -121,6 +122,24 @@ def test_a_signal_stops_the_sweep_after_the_group_and_a_rerun_finishes_it(tmp_pa
     # A rerun that trains nothing reports the wall time its checkpoints hold, not that plus the rerun's own.
     again, _, _ = sweep.run_sweep(c, str(tmp_path))
     assert [r["wall_time_s"] for r in again] == [r["wall_time_s"] for r in rows]
+
+
+def test_a_sweep_over_seed_evaluates_each_point_on_its_seeds_held_out_set(tmp_path):
+    c = sweep_config()
+    c.sweep.seed = (0, 5)  # one group: points differ only in a per-member value
+    sweep.run_sweep(c, str(tmp_path))
+    group = str(tmp_path / "groups" / "g0")
+    logged = trainer.latest_metrics(group)["evals"][-1]["metrics"]  # members: point 0's two seeds, then point 1's
+    _, state, run, _ = inspection.load(group)
+    model_cfg, problem_cfg = config_lib.model_config(run["config"]), config_lib.problem_config(run["config"])
+    evaluate = evaluate_lib.make_evaluate(model_cfg, problem_cfg.context_len, None, batch=32)
+    on_seed = {s: evaluate(state.params, evaluate_lib.fresh_problems(trainer.eval_key(s), problem_cfg, 32)) for s in (0, 5)}
+    assert logged == on_seed[0][:2] + on_seed[5][2:]  # as plain runs of seed 0 and of seed 5 would evaluate
+    assert logged[0]["case_count"] != logged[2]["case_count"]  # two different sets, so the check above can fail
+    text = inspection.format_text(inspection.inspect_run(group)).splitlines()
+    header = next(i for i, line in enumerate(text) if line.startswith("row"))
+    assert text[header].split()[:4] == ["row", "point", "seed", "config_seed"]
+    assert [line.split()[3] for line in text[header + 1:]] == ["0", "0", "5", "5"]
 
 
 def test_a_signal_in_a_groups_last_chunk_still_stops_the_sweep(tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from logic_jax.train import config as config_lib
 from logic_jax.train import evaluate as evaluate_lib
 from logic_jax.train.checkpoint import Checkpointer, CheckpointError, member_digests
 from logic_jax.train.state import Member, spans_points
-from logic_jax.train.trainer import abstract_state, eval_key
+from logic_jax.train.trainer import abstract_state, evaluate_held_out, held_out_sets
 
 
 def load(workdir: str, step: int | None = None):
@@ -55,6 +55,7 @@ def inspect_run(workdir: str, step: int | None = None, problems_file: str | None
     step, state, run, metrics = load(workdir, step)
     config = run["config"]
     model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
+    members = run["members"]
     if problems_file:
         problems = read_problems_file(problems_file, problem_cfg.depth)
         source = dict(kind="file", path=os.path.abspath(problems_file), n=len(problems))
@@ -62,12 +63,14 @@ def inspect_run(workdir: str, step: int | None = None, problems_file: str | None
         n = config["eval_size"] if num_problems is None else num_problems
         if n < 1:
             raise ValueError(f"num_problems must be at least 1, got {n}")
-        problems = evaluate_lib.fresh_problems(eval_key(config), problem_cfg, n)
-        source = dict(kind="fresh", n=n, note="the trainer's held-out evaluation problems (eval key of the config's seed)")
-    evaluate = evaluate_lib.make_evaluate(model_cfg, problem_cfg.context_len, None, batch=min(len(problems), 1024))
-    results = evaluate(state.params, problems)
+        source = dict(kind="fresh", n=n, note="the trainer's held-out evaluation problems (eval key of each member's config seed)")
+    evaluate = evaluate_lib.make_evaluate(model_cfg, problem_cfg.context_len, None, batch=min(source["n"], 1024))
+    if problems_file:
+        results = evaluate(state.params, problems)
+    else:  # as the trainer evaluates: each member on the held-out set of its config seed
+        member_list = [Member.from_dict(m) for m in members]
+        results = evaluate_held_out(evaluate, state.params, held_out_sets(member_list, problem_cfg, source["n"]), member_list)
     params = jax.tree.map(np.asarray, state.params)
-    members = run["members"]
     per_seed = []
     evals = [(e["step"], e["metrics"]) for e in metrics.get("evals", [])]
     digests = member_digests(params)
@@ -114,7 +117,8 @@ def format_text(report: dict) -> str:
         "",
     ]
     cases = fmt.CASE_NAMES
-    who = "point  seed  " if swept else ""
+    by_seed = len({m["seed"] for m in members}) > 1  # a sweep over `seed`: the config seed of each row
+    who = ("point  seed  " if swept else "") + ("config_seed  " if by_seed else "")
     header = ("row  " if swept else "seed ") + who + "".join(f"{k:>12}  " for k in differing) + "train_loss  100% at  exact   first   " + "  ".join(f"{c:>7}" for c in cases) + "  errors"
     lines.append(header)
     for s, m in zip(report["seeds"], members):
@@ -123,7 +127,7 @@ def format_text(report: dict) -> str:
         cells = "  ".join(f"{'-' if e['per_case'][c] is None else format(e['per_case'][c], '.3f'):>7}" for c in cases)
         errors = ", ".join(f"{k} {v}" for k, v in (e.get("errors") or {}).items()) or "-"
         perfect = "-" if s["first_perfect_step"] is None else s["first_perfect_step"]
-        ident = f"{m.get('point', 0):>5}  {m['index']:>4}  " if swept else ""
+        ident = (f"{m.get('point', 0):>5}  {m['index']:>4}  " if swept else "") + (f"{m['seed']:>11}  " if by_seed else "")
         optim = "".join(f"{m['optim'][k]:>12.4g}  " for k in differing)
         lines.append(f"{s['seed_index']:>3}  {ident}{optim}{'-' if loss is None else format(loss, '.4f'):>10}  {perfect:>7}  {e['exact']:.4f}  {e['first_token']:.4f}  {cells}  {errors}")
     return "\n".join(lines)

@@ -63,8 +63,25 @@ def run_info(config, members: Sequence[Member]) -> dict:
     return dict(config=config_lib.to_dict(config), members=[m.to_dict() for m in members])
 
 
-def eval_key(config) -> jax.Array:
-    return jax.random.fold_in(jax.random.PRNGKey(int(config["seed"])), EVAL_STREAM)
+def eval_key(seed: int) -> jax.Array:
+    """The key of the held-out problems of a run with config ``seed``."""
+    return jax.random.fold_in(jax.random.PRNGKey(int(seed)), EVAL_STREAM)
+
+
+def held_out_sets(members: Sequence[Member], problem_cfg, n: int) -> dict[int, evaluate_lib.Problems]:
+    """The held-out problems per config seed of ``members``: a sweep over ``seed`` evaluates each
+    point on the set a plain run of its seed would, so the two agree."""
+    return {seed: evaluate_lib.fresh_problems(eval_key(seed), problem_cfg, n) for seed in sorted({m.seed for m in members})}
+
+
+def evaluate_held_out(evaluate, params, sets: dict, members: Sequence[Member]) -> list[dict]:
+    """Every member's metrics on its own seed's set (one vmapped evaluation per distinct seed)."""
+    out: list = [None] * len(members)
+    for seed, problems in sets.items():
+        for i, metrics in enumerate(evaluate(params, problems)):
+            if members[i].seed == seed:
+                out[i] = metrics
+    return out
 
 
 def abstract_state(run: dict, sharding=None):
@@ -182,7 +199,7 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
         return wall_before + time.time() - t_start
 
     evaluate = evaluate_lib.make_evaluate(model_cfg, problem_cfg.context_len, mesh, batch=min(config["eval_size"], 1024))
-    problems = evaluate_lib.fresh_problems(eval_key(config), problem_cfg, config["eval_size"])
+    problems = held_out_sets(members, problem_cfg, config["eval_size"])
     names = [f"point_{m.point}/seed_{m.index}" for m in members] if spans_points(members) else None
     log = RunLog(workdir, step, config["num_steps"], progress=config["progress"], desc=desc, names=names)
     if restored is not None:
@@ -204,7 +221,7 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
                 step += n
                 log.train(step, out["loss"][:, -1], out["token_acc"][:, -1], n, time.time() - t0, wall_time())
                 if (config["eval_every"] and step % config["eval_every"] == 0) or step == config["num_steps"]:
-                    result = evaluate(state.params, problems)
+                    result = evaluate_held_out(evaluate, state.params, problems, members)
                     evals.append((step, result))
                     log.eval(step, result, wall_time())
                 stopping = stop.requested()
