@@ -7,6 +7,7 @@ import pytest
 
 from interp_fixtures import AttnOnlyConfig, attn_only_params, make_attn_only_forward
 from logic_jax.interp import interventions as iv
+from logic_jax.interp.hooks import Patch
 from logic_jax.interp.pairs import context_tokens, make_pairs
 from logic_jax.models import gpt
 from logic_jax.problem.config import ProblemConfig
@@ -119,6 +120,15 @@ def test_mean_ablation_and_steering(params, tokens, runs):
     _, steered = iv.run_with_cache(FORWARD, params, tokens[0], [site], patches=patches)
     np.testing.assert_allclose(steered[site][:, -1], clean_cache[site][:, -1] + 0.5 * vector, atol=1e-6)
     np.testing.assert_array_equal(steered[site][:, :-1], clean_cache[site][:, :-1])
+
+
+def test_a_patch_applies_value_and_add_only_under_its_mask():
+    x = jnp.arange(6.0).reshape(2, 3)
+    mask = jnp.array([[True, False, False]])
+    np.testing.assert_array_equal(Patch(mask=mask, add=10.0).apply(x), [[10, 1, 2], [13, 4, 5]])  # add was applied everywhere
+    np.testing.assert_array_equal(Patch(value=-1.0, mask=mask, add=10.0).apply(x), [[9, 1, 2], [9, 4, 5]])
+    np.testing.assert_array_equal(Patch(value=-1.0).apply(x), -jnp.ones((2, 3)))
+    np.testing.assert_array_equal(Patch(add=1.0).apply(x), x + 1)
 
 
 def test_gqa_heads_of_k_are_key_value_heads():

@@ -1,6 +1,7 @@
 """Counterfactual pairs: one latent choice edited, both problems valid, both first tokens right."""
 
 import dataclasses
+import warnings
 
 import jax
 import numpy as np
@@ -92,6 +93,11 @@ def test_metric_and_contexts(made):
     contexts = np.asarray(pairs.context_tokens(clean, PROBLEM))
     assert contexts.shape == (N, PROBLEM.context_len) and (contexts[:, -1] == fmt.ANSWER).all()
     np.testing.assert_array_equal(contexts, np.asarray(clean.tokens)[:, : PROBLEM.context_len])
+    with pytest.warns(UserWarning, match="every pair has the same first answer token"):  # the LD would be 0
+        pairs.logit_diff_metric(*made["chain_order"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pairs.logit_diff_metric(clean, cf)  # query pairs: first tokens differ, no warning
 
 
 def test_pair_errors():

@@ -140,6 +140,9 @@ def test_sweep_errors_name_the_problem(attn_params, pairs):
         patching_sweep(ATTN_FORWARD, attn_params, clean, cf, metric, "hook_z", ("layer", "heads"), layers=2)
     with pytest.raises(ValueError, match="needs layers"):
         patching_sweep(ATTN_FORWARD, attn_params, clean, cf, metric, "hook_z")
+    for bad in (0, -1, 2.5):  # -1 failed deep in a reshape, 0 was silently all at once
+        with pytest.raises(ValueError, match=rf"chunk_size must be None .* got {bad}"):
+            patching_sweep(ATTN_FORWARD, attn_params, clean, cf, metric, "hook_z", layers=2, chunk_size=bad)
     with pytest.raises(ValueError, match="same shape"):
         patching_sweep(ATTN_FORWARD, attn_params, clean, cf[:, :-1], metric, "hook_z", layers=2)
     with pytest.raises(KeyError, match="blocks.1.attn.hook_z"):

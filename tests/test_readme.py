@@ -36,7 +36,9 @@ def test_the_interventions_snippet(tmp_path):
     namespace = {}
     exec(code, namespace)
     layers, heads = run.model.n_layers, run.model.n_heads
-    assert namespace["effect"].shape == (layers, heads, 3) and namespace["screen"].shape == (layers, heads)
+    assert namespace["ld"].shape == (layers, heads, 3) and namespace["screen"].shape == (layers, heads)
+    assert namespace["effect"].shape == (layers, heads) and np.isfinite(namespace["effect"]).all()
+    assert np.ptp(np.asarray(namespace["ld"])) > 0  # the patched positions are in the context: the LD moves
     assert namespace["patched_logits"].shape == namespace["logits"].shape
 
 

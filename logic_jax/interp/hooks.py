@@ -62,11 +62,12 @@ def site_names(n_layers: int, rotary: bool = False, embed: bool = True) -> tuple
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Patch:
-    """An intervention on one site: ``where(mask, value, x) + add``.
+    """An intervention on one site: ``where(mask, value + add, x)``.
 
-    Every field broadcasts against the site's activation. ``value=None`` keeps ``x``
-    (e.g. pure steering); ``mask=None`` replaces everywhere; ``add=None`` adds nothing.
-    A zero-ablation is ``Patch(value=0.0, mask=m)``, a mean-ablation passes the mean.
+    Every field broadcasts against the site's activation. ``value=None`` starts from ``x``
+    (``Patch(mask=m, add=v)`` steers by ``v`` where ``m``); ``mask=None`` patches everywhere;
+    ``add=None`` adds nothing. A zero-ablation is ``Patch(value=0.0, mask=m)``, a
+    mean-ablation passes the mean.
     """
 
     value: Array | None = None
@@ -74,12 +75,10 @@ class Patch:
     add: Array | None = None
 
     def apply(self, x: Array) -> Array:
-        if self.value is not None:
-            value = jnp.asarray(self.value, x.dtype)
-            x = jnp.where(self.mask, value, x) if self.mask is not None else jnp.broadcast_to(value, x.shape)
+        patched = x if self.value is None else jnp.broadcast_to(jnp.asarray(self.value, x.dtype), x.shape)
         if self.add is not None:
-            x = x + jnp.asarray(self.add, x.dtype)
-        return x
+            patched = patched + jnp.asarray(self.add, x.dtype)
+        return patched if self.mask is None else jnp.where(self.mask, patched, x)
 
 
 class Hooks:

@@ -20,7 +20,9 @@ layout     sites                                        positions      heads
 =========  ===========================================  =============  ==========
 
 ``positions`` is None (every position), an int, a list/array of ints ``[n]`` shared by the
-batch, an int array ``[B, n]`` per example, or a boolean mask ``[L]`` / ``[B, L]``. Negative
+batch, an int array ``[B, n]`` per example, or a boolean mask ``[L]`` / ``[B, L]``. One
+position per example, such as a batch's ``query_pos`` ``[B]``, is ``query_pos[:, None]``: a
+``[B]`` array would be B positions shared by every example. Negative
 ints count from the end (``-1`` is the last position). ``heads`` is None (all), an int or a
 list of ints; for GQA models the heads of ``hook_k``/``hook_v`` are key/value heads.
 """

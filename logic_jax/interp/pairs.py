@@ -16,6 +16,7 @@ keeps only those pairs. All edits are pure functions on a ``Latent`` batch.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import jax
@@ -142,5 +143,19 @@ def context_tokens(batch: Batch, cfg: ProblemConfig) -> jax.Array:
 
 
 def logit_diff_metric(clean: Batch, cf: Batch, reduce: str = "mean") -> LogitDiff:
-    """paper.md's LD at ANSWER: logit(clean first token) - logit(counterfactual first token)."""
+    """paper.md's LD at ANSWER: logit(clean first token) - logit(counterfactual first token).
+
+    Warns when no pair's first tokens differ (chain_order pairs; fact pairs of the linear
+    source): the LD is then 0 by construction and normalised effects are NaN.
+    """
+    try:
+        same = bool(np.all(np.asarray(clean.first_answer) == np.asarray(cf.first_answer)))
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        same = False  # traced: the arrays are not known here
+    if same:
+        warnings.warn(
+            "logit_diff_metric: every pair has the same first answer token in its clean and counterfactual run, so the "
+            "logit difference is 0 and normalised effects are NaN; choose pairs whose first token differs "
+            "(make_pairs(..., differing_only=True), or another kind)", stacklevel=2,
+        )
     return LogitDiff(pos=clean.answer_pos, tok_a=clean.first_answer, tok_b=cf.first_answer, reduce=reduce)

@@ -284,6 +284,8 @@ def patching_sweep(
     the state a block receives (true of GPT-2 and Mistral blocks). None (default): on when the
     model has ``hook_resid_pre`` and at most ``MAX_SHARED_LAYERS`` layers are swept.
     """
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be None (every cell at once) or an int >= 1, got {chunk_size!r}")
     forward_kwargs = dict(forward_kwargs or {})
     plan, pos_table, head_table = plan_sweep(forward, params, clean_tokens, site, over, layers, positions, heads, forward_kwargs, share_upstream)
     cf_is_tokens = check_cf(plan, cf, clean_tokens)
