@@ -22,8 +22,8 @@ import numpy as np
 
 from logic_jax.train import config as config_lib
 from logic_jax.train import curves
-from logic_jax.train.evaluate import steps_to_perfect
 from logic_jax.train.checkpoint import CheckpointError
+from logic_jax.train.evaluate import steps_to_perfect
 from logic_jax.train.files import SWEEP_FILE, write_json
 from logic_jax.train.preemption import StopRequest
 from logic_jax.train.state import members_of
@@ -128,7 +128,7 @@ def check_meshes(all_groups: list[list[dict]]) -> None:
             raise MeshError(f"sweep group {g} trains {len(group)} point(s) x num_seeds={per_point} = {len(members)} members together: {e}") from None
 
 
-def _rows(group: list[dict], owner: list[int], g: int, step: int, evals: list, wall_time: float, diverged: str | None) -> list[dict]:
+def _rows(group: list[dict], owner: list[int], g: int, step: int, evals: list, wall_time: float) -> list[dict]:
     final = evals[-1][1] if evals else None
     rows = []
     for p in group:
@@ -147,7 +147,7 @@ def _rows(group: list[dict], owner: list[int], g: int, step: int, evals: list, w
             first_token_mean=float(np.mean(first)) if first else None,
             steps_to_100=steps_to_perfect(evals, idx),
             wall_time_s=round(wall_time, 1),
-            diverged=diverged,
+            diverged=None,
         ))
     return rows
 
@@ -161,9 +161,9 @@ def _diverged_rows(group: list[dict], owner: list[int], g: int, group_dir: str, 
         step, wall = int(metrics["step"]), float(metrics.get("wall_time", 0.0))
     except CheckpointError:
         evals, step, wall = [], 0, 0.0
-    rows = _rows(group, owner, g, step, evals, wall, None)
+    rows = _rows(group, owner, g, step, evals, wall)
     for r in rows:
-        r["diverged"] = f"step {error.step}" if r["point"] in culprits else f"stopped by point {culprits[0]}" if culprits else f"step {error.step}"
+        r["diverged"] = f"step {error.step}" if r["point"] in culprits or not culprits else f"stopped by point {culprits[0]}"
     return rows
 
 
@@ -192,7 +192,7 @@ def run_sweep(config, workdir: str) -> tuple[list[dict], str | None, list[str]]:
                 diverged.append(f"group {g}: {e}")
                 rows += _diverged_rows(group, owner, g, group_dirs[g], e)
             else:
-                rows += _rows(group, owner, g, result.step, result.evals, result.wall_time, None)
+                rows += _rows(group, owner, g, result.step, result.evals, result.wall_time)
             if stop.requested():  # also after a group that finished in the chunk the signal came in
                 stopped_by = stop.name
                 break

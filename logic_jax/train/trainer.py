@@ -199,7 +199,7 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
         return wall_before + time.time() - t_start
 
     evaluate = evaluate_lib.make_evaluate(model_cfg, problem_cfg.context_len, mesh, batch=min(config["eval_size"], 1024))
-    problems = held_out_sets(members, problem_cfg, config["eval_size"])
+    held_out = held_out_sets(members, problem_cfg, config["eval_size"])
     names = [f"point_{m.point}/seed_{m.index}" for m in members] if spans_points(members) else None
     log = RunLog(workdir, step, config["num_steps"], progress=config["progress"], desc=desc, names=names)
     if restored is not None:
@@ -221,7 +221,7 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
                 step += n
                 log.train(step, out["loss"][:, -1], out["token_acc"][:, -1], n, time.time() - t0, wall_time())
                 if (config["eval_every"] and step % config["eval_every"] == 0) or step == config["num_steps"]:
-                    result = evaluate_held_out(evaluate, state.params, problems, members)
+                    result = evaluate_held_out(evaluate, state.params, held_out, members)
                     evals.append((step, result))
                     log.eval(step, result, wall_time())
                 stopping = stop.requested()
