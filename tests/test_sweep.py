@@ -64,6 +64,8 @@ def test_sweep_trains_groups_and_matches_single_runs(tmp_path):
     assert set(table[0]) >= {"exact_mean", "exact_min", "steps_to_100", "wall_time_s", "seeds"}
     assert "| point |" in open(tmp_path / "summary.md").read()
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = subprocess.run([sys.executable, "launch/inspect.py", f"--workdir={tmp_path}", f"--curves={tmp_path / 'again.png'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and (tmp_path / "again.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", out.stderr[-2000:]  # a sweep's root, mid-sweep too
     assert sweep.point_labels(sweep.points(c)) == {0: "point 0: optim.lr=0.003", 1: "point 1: optim.lr=0.01"}
     # Inspecting the group names each member's point, seed and own learning rate; TensorBoard too.
     rows_text = inspection.format_text(inspection.inspect_run(str(tmp_path / "groups" / "g0"), num_problems=8)).splitlines()

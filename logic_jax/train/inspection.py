@@ -19,6 +19,7 @@ from logic_jax.problem.records import read_problems
 from logic_jax.train import config as config_lib
 from logic_jax.train import evaluate as evaluate_lib
 from logic_jax.train.checkpoint import Checkpointer, CheckpointError, member_digests
+from logic_jax.train.files import SWEEP_FILE
 from logic_jax.train.state import Member, spans_points
 from logic_jax.train.trainer import abstract_state, evaluate_held_out, held_out_sets
 
@@ -163,9 +164,10 @@ def main(argv) -> None:
         logging.set_verbosity(logging.WARNING)
     try:
         if FLAGS.curves:
-            from logic_jax.train import curves
+            from logic_jax.train import curves, sweep
 
-            print(f"wrote {curves.draw_run(FLAGS.workdir, FLAGS.curves)}")
+            is_sweep = os.path.isfile(os.path.join(FLAGS.workdir, SWEEP_FILE))
+            print(f"wrote {sweep.draw_curves(FLAGS.workdir, FLAGS.curves) if is_sweep else curves.draw_run(FLAGS.workdir, FLAGS.curves)}")
             return
         if FLAGS.attention:
             from logic_jax.analysis import examples

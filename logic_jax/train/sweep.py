@@ -167,6 +167,18 @@ def _diverged_rows(group: list[dict], owner: list[int], g: int, group_dir: str, 
     return rows
 
 
+def draw_curves(workdir: str, path: str | None = None) -> str:
+    """The curves of the sweep in ``workdir`` (mid-sweep too), from its sweep.json and groups' logs."""
+    sweep_file = os.path.join(workdir, SWEEP_FILE)
+    try:
+        with open(sweep_file) as f:
+            pts = points(json.load(f))
+    except (OSError, ValueError) as e:
+        raise curves.CurvesError(f"{sweep_file}: cannot read the sweep's config ({e})") from None
+    group_dirs = [os.path.join(workdir, "groups", f"g{g}") for g in range(len(groups(pts)))]
+    return curves.draw_sweep(group_dirs, path or os.path.join(workdir, curves.CURVES_FILE), point_labels(pts))
+
+
 def run_sweep(config, workdir: str) -> tuple[list[dict], str | None, list[str]]:
     """Train every group (resuming finished or partial ones) and write the summary tables.
 
@@ -198,7 +210,7 @@ def run_sweep(config, workdir: str) -> tuple[list[dict], str | None, list[str]]:
                 break
     rows.sort(key=lambda r: r["point"])
     write_summary(rows, workdir)
-    curves.draw_or_say_why(curves.draw_sweep, group_dirs, os.path.join(workdir, curves.CURVES_FILE), point_labels(pts))
+    curves.draw_or_say_why(draw_curves, workdir)
     return rows, stopped_by, diverged
 
 
