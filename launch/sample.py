@@ -23,6 +23,7 @@ flags.DEFINE_integer("seed", 0, "PRNG seed; the same seed gives the same problem
 flags.DEFINE_integer("depth", 3, "Chain depth d, 2 to 8.")
 flags.DEFINE_float("p_logop", 0.8, "Probability that the LogOp chain is queried.")
 flags.DEFINE_float("p_and", 0.5, "Probability that the LogOp rule uses AND (else OR).")
+flags.DEFINE_float("p_true", 0.5, "Probability that each source fact is TRUE.")
 flags.DEFINE_bool("shuffle_rules", False, "Shuffle all rules together.")
 flags.DEFINE_bool("shuffle_facts", True, "Shuffle the facts (--noshuffle_facts: a_0, b_0, c_0 in that order).")
 flags.DEFINE_enum("format", "jsonl", ["jsonl", "npz"], "Output format.")
@@ -34,7 +35,7 @@ F = flags.FLAGS
 def main(argv):
     del argv
     try:
-        cfg = ProblemConfig(depth=F.depth, p_logop=F.p_logop, p_and=F.p_and, shuffle_rules=F.shuffle_rules, shuffle_facts=F.shuffle_facts)
+        cfg = ProblemConfig(depth=F.depth, p_logop=F.p_logop, p_and=F.p_and, p_true=F.p_true, shuffle_rules=F.shuffle_rules, shuffle_facts=F.shuffle_facts)
     except ConfigError as e:
         raise app.UsageError(str(e)) from e
     if F.format == "npz" and not F.out:

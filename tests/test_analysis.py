@@ -383,6 +383,7 @@ def test_analysis_problems_keep_what_the_run_fixed():
     both = common.problems(jax.random.PRNGKey(1), ProblemConfig(depth=2), 256, query="logop")
     assert 0.3 < both.latent.is_and.mean() < 0.7
     assert common.unseen(ProblemConfig(depth=2)) == []
+    assert common.unseen(ProblemConfig(depth=2, p_true=1.0)) == ["the run saw only TRUE facts: fact-flip pairs are off its training distribution"]
 
 
 @pytest.mark.parametrize("p_logop, unseen_query", [(1.0, "linear"), (0.0, "logop")])

@@ -119,21 +119,23 @@ def _z(count, n, p):
     return (count - n * p) / np.sqrt(n * p * (1 - p))
 
 
-@pytest.mark.parametrize("p_logop,p_and", [(0.8, 0.5), (0.3, 0.75)])
-def test_frequencies_match_the_config(p_logop, p_and):
+@pytest.mark.parametrize("p_logop,p_and,p_true", [(0.8, 0.5, 0.5), (0.3, 0.75, 0.2)])
+def test_frequencies_match_the_config(p_logop, p_and, p_true):
     n = 200_000
-    cfg = ProblemConfig(depth=3, p_logop=p_logop, p_and=p_and)
+    cfg = ProblemConfig(depth=3, p_logop=p_logop, p_and=p_and, p_true=p_true)
     b = jax.device_get(sample(jax.random.key(7), cfg, n))
     lat = b.latent
     limit = 4.5  # |z| beyond 4.5 has probability < 1e-5 under the null
     assert abs(_z(lat.query_logop.sum(), n, p_logop)) < limit
     assert abs(_z(lat.is_and.sum(), n, p_and)) < limit
     for k in range(3):
-        assert abs(_z(lat.truth[:, k].sum(), n, 0.5)) < limit
+        assert abs(_z(lat.truth[:, k].sum(), n, p_true)) < limit
     assert abs(_z(b.logop_chain_first.sum(), n, 0.5)) < limit
     assert abs(_z(lat.operands_swapped.sum(), n, 0.5)) < limit
     # The case distribution: linear, then op x (first, second) truth values, all independent.
-    expected = np.array([1 - p_logop] + [p_logop * (1 - p_and) / 4] * 4 + [p_logop * p_and / 4] * 4) * n
+    t, f = p_true, 1 - p_true
+    truths = [t * t, t * f, f * t, f * f]  # TT, TF, FT, FF
+    expected = np.array([1 - p_logop] + [p_logop * (1 - p_and) * q for q in truths] + [p_logop * p_and * q for q in truths]) * n
     assert stats.chisquare(np.bincount(b.case, minlength=9), expected).pvalue > 1e-5
     # Letters uniform over the alphabet in every role; facts in uniformly shuffled order.
     for role in range(9):
@@ -150,6 +152,16 @@ def test_shuffled_rule_order_is_uniform():
     # The LogOp rule (canonical index 2) lands in each of the 5 written slots equally often.
     slot = np.argmax(b.latent.rule_order == 2, axis=1)
     assert stats.chisquare(np.bincount(slot, minlength=5)).pvalue > 1e-5
+
+
+def test_p_true_changes_the_facts_and_nothing_else():
+    cfg, key, n = ProblemConfig(depth=3), jax.random.key(9), 2000
+    fair = jax.device_get(sample(key, cfg, n))
+    true = jax.device_get(sample(key, dataclasses.replace(cfg, p_true=1.0), n))
+    assert true.latent.truth.all() and not fair.latent.truth.all()
+    for field in ("letters", "query_logop", "is_and", "operands_swapped", "rule_order", "fact_order"):
+        np.testing.assert_array_equal(getattr(true.latent, field), getattr(fair.latent, field), err_msg=field)
+    assert not jax.device_get(sample(key, dataclasses.replace(cfg, p_true=0.0), n)).latent.truth.any()
 
 
 def test_unshuffled_facts_are_written_a0_b0_c0_and_nothing_else_changes():
@@ -221,6 +233,9 @@ def test_under_vmap_and_scan():
         (dict(fix_op="or", p_and=1.0), "fix_op"),
         (dict(fix_truth_first="yes"), "fix_truth_first"),
         (dict(shuffle_facts=1), "shuffle_facts"),
+        (dict(p_true=1.5), "p_true"),
+        (dict(fix_truth_linear=True, p_true=0.0), "fix_truth_linear"),
+        (dict(fix_truth_first=False, p_true=1.0), "fix_truth_first"),
         (dict(shuffle_rules=True, fix_logop_chain_first=True), "fix_logop_chain_first"),
     ],
 )

@@ -98,7 +98,7 @@ def pin(cfg: ProblemConfig, query: str | None = None, op: str | None = None) -> 
 
 
 def unseen(cfg: ProblemConfig) -> list[str]:
-    """The query types and operators that the analysis draws but the run never trained on."""
+    """The query types, operators and fact values that the analysis draws but the run never trained on."""
     logop = "logop" if cfg.fix_query == "logop" or cfg.p_logop == 1.0 else "linear" if cfg.fix_query == "linear" or cfg.p_logop == 0.0 else None
     op = "or" if cfg.fix_op == "or" or cfg.p_and == 0.0 else "and" if cfg.fix_op == "and" or cfg.p_and == 1.0 else None
     notes = []
@@ -108,6 +108,8 @@ def unseen(cfg: ProblemConfig) -> list[str]:
                      "(claims 2-4, the routing patch, query-switch pairs) is measured off its training distribution")
     if op is not None:
         notes.append(f"the run trained on {op.upper()} only: operator-flip pairs and any {'AND' if op == 'or' else 'OR'} problem are off its training distribution")
+    if cfg.p_true in (0.0, 1.0):
+        notes.append(f"the run saw only {'TRUE' if cfg.p_true else 'FALSE'} facts: fact-flip pairs are off its training distribution")
     return notes
 
 

@@ -27,13 +27,15 @@ class ProblemConfig:
     ``fix_truth_second`` the source facts of the LogOp rule's first and second operand's
     branches, ``fix_truth_linear`` the linear chain's source; ``fix_logop_chain_first``
     whether the LogOp chain's rules are written first; ``fix_operands_swapped`` whether the
-    LogOp rule reads ``b OP a`` instead of ``a OP b``. ``shuffle_facts`` False writes the facts
+    LogOp rule reads ``b OP a`` instead of ``a OP b``. ``p_true``: the probability that each
+    source fact is TRUE (at 0.5, one fair bit each). ``shuffle_facts`` False writes the facts
     of a_0, b_0, c_0 in that order (the problem is otherwise the one the same key draws shuffled).
     """
 
     depth: int = 3
     p_logop: float = 0.8
     p_and: float = 0.5
+    p_true: float = 0.5
     shuffle_rules: bool = False
     shuffle_facts: bool = True
     fix_query: str | None = None
@@ -46,7 +48,7 @@ class ProblemConfig:
 
     def __post_init__(self):
         # numpy scalars (a sweep built with np.linspace) become Python numbers: hashable alike, JSON-able.
-        for name, kind, cast in (("depth", numbers.Integral, int), ("p_logop", numbers.Real, float), ("p_and", numbers.Real, float)):
+        for name, kind, cast in (("depth", numbers.Integral, int), ("p_logop", numbers.Real, float), ("p_and", numbers.Real, float), ("p_true", numbers.Real, float)):
             value = getattr(self, name)
             if isinstance(value, kind) and not isinstance(value, bool):
                 object.__setattr__(self, name, cast(value))
@@ -80,7 +82,7 @@ def validate(cfg: ProblemConfig) -> None:
         "depth",
         f"must be an integer in [{fmt.MIN_DEPTH}, {fmt.MAX_DEPTH}] (3 letters per level must fit in 26), got {cfg.depth!r}",
     )
-    for name in ("p_logop", "p_and"):
+    for name in ("p_logop", "p_and", "p_true"):
         p = getattr(cfg, name)
         _check(isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p <= 1.0, name, f"must be a probability in [0, 1], got {p!r}")
     _check(isinstance(cfg.shuffle_rules, bool), "shuffle_rules", f"must be a bool, got {cfg.shuffle_rules!r}")
@@ -95,6 +97,10 @@ def validate(cfg: ProblemConfig) -> None:
     _check(not (cfg.fix_query == "linear" and cfg.p_logop == 1.0), "fix_query", "'linear' contradicts p_logop=1")
     _check(not (cfg.fix_op == "and" and cfg.p_and == 0.0), "fix_op", "'and' contradicts p_and=0")
     _check(not (cfg.fix_op == "or" and cfg.p_and == 1.0), "fix_op", "'or' contradicts p_and=1")
+    for name in ("fix_truth_first", "fix_truth_second", "fix_truth_linear"):
+        value = getattr(cfg, name)
+        _check(not (value is True and cfg.p_true == 0.0), name, "True contradicts p_true=0")
+        _check(not (value is False and cfg.p_true == 1.0), name, "False contradicts p_true=1")
     # Chain and operand order are written out only when rules are not shuffled.
     _check(
         not (cfg.shuffle_rules and cfg.fix_logop_chain_first is not None),

@@ -158,8 +158,13 @@ def sample_latents(key: jax.Array, cfg: ProblemConfig, batch_size: int) -> Laten
     query_logop = fixed_or(None if cfg.fix_query is None else cfg.fix_query == "logop", _coin(coin_a, cfg.p_logop))
     is_and = fixed_or(None if cfg.fix_op is None else cfg.fix_op == "and", _coin(coin_b, cfg.p_and))
     bit = lambda i: ((coin_a >> i) & 1).astype(bool)  # noqa: E731  (the low 8 bits are not used by the coin)
+    if cfg.p_true == 0.5:
+        drawn_truth = [bit(0), bit(1), bit(2)]
+    else:  # 24-bit coins from words of their own, so that every other choice of the key stays as it was
+        truth_words = jax.random.bits(jax.random.fold_in(key, 1), (b, 3), jnp.uint32)
+        drawn_truth = [_coin(truth_words[:, i], cfg.p_true) for i in range(3)]
     truth = jnp.stack(
-        [fixed_or(cfg.fix_truth_first, bit(0)), fixed_or(cfg.fix_truth_second, bit(1)), fixed_or(cfg.fix_truth_linear, bit(2))],
+        [fixed_or(cfg.fix_truth_first, drawn_truth[0]), fixed_or(cfg.fix_truth_second, drawn_truth[1]), fixed_or(cfg.fix_truth_linear, drawn_truth[2])],
         axis=-1,
     )
     swapped = fixed_or(cfg.fix_operands_swapped, bit(3))
