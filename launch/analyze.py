@@ -28,6 +28,7 @@ flags.DEFINE_integer("n_routing", 1000, "Problems for the routing cosine matrix 
 flags.DEFINE_integer("n_probe_train", 5000, "Probe training problems per query type (claim 4).")
 flags.DEFINE_integer("n_probe_test", 5000, "Probe test problems per query type (claim 4).")
 flags.DEFINE_integer("probe_steps", 300, "Full-batch Adam steps per probe.")
+flags.DEFINE_float("probe_l2", 1e-3, "Probe L2 penalty: this times the sum of squared weights, on the mean cross-entropy (0: unpenalised).", lower_bound=0.0)
 flags.DEFINE_integer("n_patch", 256, "Pairs per patching / ablation batch.")
 flags.DEFINE_integer("route_layer", None, "0-indexed routing block (default: second to last, the paper's layer 2).")
 flags.DEFINE_integer("read_layer", None, "0-indexed reading block (default: the last, the paper's layer 3).")
@@ -54,7 +55,7 @@ def main(argv):
     try:
         settings = common.Settings(
             n_accuracy=FLAGS.n_accuracy, n_attention=FLAGS.n_attention, n_routing=FLAGS.n_routing,
-            n_probe_train=FLAGS.n_probe_train, n_probe_test=FLAGS.n_probe_test, probe_steps=FLAGS.probe_steps,
+            n_probe_train=FLAGS.n_probe_train, n_probe_test=FLAGS.n_probe_test, probe_steps=FLAGS.probe_steps, probe_l2=FLAGS.probe_l2,
             n_patch=FLAGS.n_patch, route_layer=FLAGS.route_layer, read_layer=FLAGS.read_layer, key=FLAGS.key, chunk=FLAGS.chunk,
         )
         if sweep.is_sweep(FLAGS.workdir):

@@ -20,7 +20,7 @@ FIGURES = (
     "attention_linear", "attention_LogOp", "answer_attention_linear", "answer_attention_LogOp", "reading_regions",
     "routing_cosine", "probes", "route_patch", "patching_heads", "ablation_heads", "lookup_heads", "patching_positions",
 )
-SIZES = dict(n_accuracy=32, n_attention=32, n_routing=24, n_probe_train=52, n_probe_test=26, probe_steps=20, n_patch=8)
+SIZES = dict(n_accuracy=32, n_attention=32, n_routing=24, n_probe_train=52, n_probe_test=26, probe_steps=20, probe_l2=0.01, n_patch=8)
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,7 @@ def test_analyze_cli_writes_every_table_and_figure(workdir, tmp_path):
     assert exact["key"] == "exact" and (exact["check"]["op"], exact["check"]["threshold"]) == (">=", 1.0)  # the paper's 100%, not 99.9%
     assert [t["id"] for t in summary["tables"]] == list(TABLES)
     assert summary["meta"]["seeds"] == [0, 1] and summary["meta"]["layers"] == {"route": 1, "read": 2}
+    assert summary["meta"]["settings"]["probe_l2"] == 0.01  # --probe_l2 reaches the probes
     for table in summary["tables"]:
         assert table["rows"]
         for row in table["rows"]:
