@@ -38,7 +38,7 @@ def main(argv):
 
     try:
         rows, stopped_by, diverged = sweep.run_sweep(FLAGS.config, FLAGS.workdir)
-    except ValueError as e:  # config, workdir, mesh, checkpoint errors
+    except (ValueError, OSError) as e:  # config, workdir, mesh, checkpoint errors; a full disk
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(1)
     if jax.process_index() == 0:

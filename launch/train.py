@@ -41,7 +41,7 @@ def main(argv):
     logging.info("devices: %s (process %d of %d)", jax.devices(), jax.process_index(), jax.process_count())
     try:
         result = trainer.train(FLAGS.config, FLAGS.workdir)
-    except (ValueError, FloatingPointError) as e:  # config, workdir, mesh, checkpoint errors; divergence
+    except (ValueError, FloatingPointError, OSError) as e:  # config, workdir, mesh, checkpoint errors; divergence; a full disk
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(1)
     if result.evals:

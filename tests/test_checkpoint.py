@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from logic_jax.train import trainer
+from logic_jax.train import inspection, trainer
 from logic_jax.train.checkpoint import CheckpointError, Checkpointer
 from train_fixtures import corrupt_files, tiny_config, write_config_file
 
@@ -104,7 +105,7 @@ def test_signal_stops_after_the_chunk_with_a_checkpoint(tmp_path, sig):
     _assert_bitwise(resumed.state, reference.state)
 
 
-@pytest.mark.parametrize("how", ["garbage", "digest", "run item"])
+@pytest.mark.parametrize("how", ["garbage", "digest", "run item", "metrics item", "no run item"])
 def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog, how):
     workdir, reference_dir = str(tmp_path / "run"), str(tmp_path / "reference")
     trainer.train(tiny_config(num_steps=20), workdir)
@@ -115,6 +116,14 @@ def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog, how):
         path = os.path.join(workdir, "checkpoints", "20", "run", "metadata")
         text = open(path).read()
         open(path, "w").write(text[: len(text) // 2])
+    elif how == "no run item":  # deleted: the other checkpoints show what the run is, so this one is damaged, not foreign
+        shutil.rmtree(os.path.join(workdir, "checkpoints", "20", "run"))
+    elif how == "metrics item":  # orbax parses these when it opens the directory: it stopped every resume and inspect
+        path = os.path.join(workdir, "checkpoints", "20", "metrics", "metrics")
+        text = open(path).read()
+        open(path, "w").write(text[: len(text) // 2])
+        with pytest.raises(CheckpointError, match=r"checkpoints/20: its metrics item cannot be read .*rerunning the training command moves it aside"):
+            inspection.inspect_run(workdir)
     else:  # a state that restores but is not what was saved
         path = os.path.join(workdir, "checkpoints", "20", "metrics", "metrics")
         metrics = json.load(open(path))

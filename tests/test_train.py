@@ -103,6 +103,23 @@ def test_resume_keeps_the_checkpoint_steps_tensorboard_points(tmp_path):
     assert _tensorboard_steps(str(tmp_path / "tensorboard"), "train/loss_mean") == [10, 20]
 
 
+def test_tensorboard_events_are_on_disk_when_their_checkpoint_is_saved(tmp_path, monkeypatch):
+    """A kill -9 after a save must not lose the events up to it: the resumed run purges the later
+    ones and never writes the earlier ones again."""
+    from logic_jax.train.checkpoint import Checkpointer
+
+    on_disk = {}
+    save = Checkpointer.save
+
+    def save_and_look(self, step, *args, **kwargs):
+        on_disk[step] = _tensorboard_steps(str(tmp_path / "tensorboard"), "train/loss_mean")
+        return save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(Checkpointer, "save", save_and_look)
+    trainer.train(tiny_config(num_steps=30), str(tmp_path))
+    assert on_disk == {10: [10], 20: [10, 20], 30: [10, 20, 30]}
+
+
 def test_a_rerun_after_a_kill_before_the_first_checkpoint_shows_each_step_once(tmp_path):
     trainer.train(tiny_config(num_steps=20), str(tmp_path))
     shutil.rmtree(tmp_path / "checkpoints")  # as if killed before its first checkpoint: logs, no checkpoint

@@ -12,6 +12,7 @@ differs, is a corrupted checkpoint: warn and fall back to the previous step.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging as std_logging
 import os
 import shutil
@@ -80,6 +81,22 @@ class _QuietReadOnly(std_logging.Filter):
 std_logging.getLogger("absl").addFilter(_QuietReadOnly())
 
 
+def unreadable_metrics(directory: str) -> list[tuple[int, str]]:
+    """(step, why) of the checkpoints in ``directory`` whose metrics item is not valid JSON."""
+    bad = []
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    for name in sorted((n for n in names if n.isdigit()), key=int):
+        path = os.path.join(directory, name, "metrics", "metrics")
+        if not os.path.isfile(path):
+            continue  # a missing item is the restore's to report
+        try:
+            with open(path) as f:
+                json.load(f)
+        except (OSError, ValueError) as e:
+            bad.append((int(name), f"its metrics item cannot be read ({type(e).__name__}: {e})"))
+    return bad
+
+
 class Checkpointer:
     """Save and restore one run's checkpoints."""
 
@@ -95,6 +112,18 @@ class Checkpointer:
             options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0, max_to_keep=None)
         else:
             options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
+        # Orbax parses every step's "metrics" item when the manager is built, so one torn
+        # metrics file would stop every resume and inspection: such steps are set aside first.
+        bad = unreadable_metrics(self.directory)
+        if not read_only and jax.process_count() > 1:  # every process has looked before any moves a step
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("logic_jax: checkpoints scanned")
+        for step, why in bad:
+            if read_only:
+                raise CorruptCheckpointError(f"{self.directory}/{step}: {why}; rerunning the training command moves it aside and resumes from the previous checkpoint")
+            logging.warning("checkpoint %s/%d is corrupted or half-written (%s); using the previous one", self.directory, step, why)
+            self._move_aside(step)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def steps(self) -> list[int]:
@@ -117,6 +146,8 @@ class Checkpointer:
         cannot be read is damaged (CorruptCheckpointError: the caller may fall back).
         """
         if not os.path.isdir(os.path.join(self.directory, str(step), "run")):
+            if any(os.path.isdir(os.path.join(self.directory, str(s), "run")) for s in self.steps() if s != step):
+                raise CorruptCheckpointError(f"{self.directory}/{step}: its run item is missing (the run's other checkpoints have one)")
             raise CheckpointError(f"{self.directory}/{step}: not a logic_jax training checkpoint (it has no 'run' item)")
         try:
             run = self.manager.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore()))["run"]
@@ -179,8 +210,12 @@ class Checkpointer:
         logging.warning("checkpoint %s/%d is corrupted or half-written (%s); using the previous one", self.directory, step, why)
         if self.read_only:
             return
-        # Move it aside (process 0; the others share its filesystem): the resumed run will save
-        # this step again, and every process must see it gone before orbax's next save.
+        self._move_aside(step)
+        self.manager.reload()
+
+    def _move_aside(self, step: int) -> None:
+        # Process 0 moves it (the others share its filesystem): the resumed run will save this
+        # step again, and every process must see it gone before orbax's next save.
         aside = os.path.join(os.path.dirname(self.directory), CORRUPT_DIR, str(step))
         if jax.process_index() == 0:
             if os.path.exists(aside):
@@ -192,7 +227,6 @@ class Checkpointer:
             from jax.experimental import multihost_utils
 
             multihost_utils.sync_global_devices(f"logic_jax: checkpoint {step} moved aside")
-        self.manager.reload()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -69,7 +69,8 @@ class RunLog:
 
         # purge_step T hides events at steps >= T: those at the checkpoint's own step stay, and a
         # run restarted from step 0 (killed before its first checkpoint) hides all of its old ones.
-        self.writer = SummaryWriter(os.path.join(workdir, TB_DIR), purge_step=start_step + 1)
+        self.tb_dir = os.path.join(workdir, TB_DIR)
+        self.writer = SummaryWriter(self.tb_dir, purge_step=start_step + 1)
         if progress:
             from tqdm import tqdm
 
@@ -122,6 +123,20 @@ class RunLog:
             self.bar.write(text, file=sys.stderr)
         else:
             print(text, file=sys.stderr, flush=True)
+
+    def flush(self, step: int) -> None:
+        """Put every TensorBoard event so far on disk: called before the checkpoint of ``step``,
+        since a run resumed from it hides (purges) later events and never writes earlier ones again.
+
+        tensorboardX's ``flush`` leaves events queued for its writer thread; closing joins that
+        thread. The next events go to a new file of the same run (suffix: the step, so names sort).
+        """
+        if self.writer is None:
+            return
+        from tensorboardX import SummaryWriter
+
+        self.writer.close()
+        self.writer = SummaryWriter(self.tb_dir, filename_suffix=f".{step:012d}")
 
     def close(self) -> None:
         if self.bar is not None:

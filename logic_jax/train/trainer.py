@@ -232,6 +232,7 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
                         evals=[dict(step=s, metrics=m) for s, m in evals],
                         wall_time=wall_time(),
                     )
+                    log.flush(step)
                     ckpt.save(step, state, info, json.loads(json.dumps(saved, default=float)))
                     last_saved, wall_saved = step, saved["wall_time"]
                 if stopping and step < config["num_steps"]:
