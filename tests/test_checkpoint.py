@@ -151,6 +151,20 @@ def test_a_resumed_run_says_which_run_length_keys_changed(tmp_path, capsys):
     assert f"resuming {workdir} from step 20\n" in capsys.readouterr().err
 
 
+def test_a_workdir_another_process_trains_in_is_refused(tmp_path):
+    import fcntl
+
+    from logic_jax.train.files import LOCK_FILE, WorkdirBusyError
+
+    with open(tmp_path / LOCK_FILE, "a") as held:  # as the other process holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(WorkdirBusyError, match=rf"workdir {tmp_path} is in use: another process is training in it"):
+            trainer.train(tiny_config(num_steps=10), str(tmp_path))
+        assert not os.path.exists(tmp_path / "checkpoints")
+    assert trainer.train(tiny_config(num_steps=10), str(tmp_path)).step == 10  # released: it trains
+    assert trainer.train(tiny_config(num_steps=20), str(tmp_path)).step == 20  # and this process let go of it
+
+
 def test_checkpoints_of_another_run_are_refused(tmp_path):
     workdir = str(tmp_path)
     trainer.train(tiny_config(num_steps=10), workdir)

@@ -24,7 +24,7 @@ from absl import logging
 from logic_jax.train import config as config_lib
 from logic_jax.train import evaluate as evaluate_lib
 from logic_jax.train.checkpoint import CHECKPOINT_DIR, Checkpointer, CheckpointError, checkpoint_dir
-from logic_jax.train.files import RUN_FILE, write_json
+from logic_jax.train.files import RUN_FILE, workdir_lock, write_json
 from logic_jax.train.metrics import RunLog
 from logic_jax.train.preemption import StopRequest
 from logic_jax.train.state import Member, members_of, spans_points, stack_members
@@ -165,6 +165,12 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
     if os.path.basename(os.path.abspath(workdir)) == CHECKPOINT_DIR:
         raise CheckpointError(f"workdir {workdir}: '{CHECKPOINT_DIR}' is the name of a run's checkpoint folder; pass the run's directory (its parent) or another name")
     os.makedirs(workdir, exist_ok=True)
+    with workdir_lock(workdir):
+        return _train_locked(config, workdir, members, info, desc, stop)
+
+
+def _train_locked(config: dict, workdir: str, members: list, info: dict, desc: str, stop: StopRequest | None) -> TrainResult:
+    """``train`` past its argument checks, with the workdir locked."""
     check_workdir(workdir, info)
 
     model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
