@@ -148,7 +148,7 @@ def tables(results: list[dict], seeds: Sequence[int], meta: dict) -> list[Table]
         "claim4", "Claim 4: the linear answer is computed by layer 2",
         f"An affine probe on the residual stream after {L2} at QUERY predicts the linear chain's first answer token with > 97% accuracy.",
         f"Multinomial logistic regression over the 26 letters on standardised features, L2 penalty {meta['settings']['probe_l2']} x the sum "
-        "of squared weights on the mean cross-entropy (`--probe_l2=0`: unpenalised; it can only raise these accuracies), "
+        "of squared weights on the mean cross-entropy (`--probe_l2=0`: unpenalised), "
         f"{meta['settings']['probe_steps']} full-batch Adam steps; trained on {meta['settings']['n_probe_train']} and tested on "
         f"{meta['settings']['n_probe_test']} problems of one query type. Stages: `embed` = blocks.0.hook_resid_pre, `Lk attn` = "
         "blocks.{k-1}.hook_resid_mid, `Lk` = blocks.{k-1}.hook_resid_post. Every stage x position is in summary.json and the figure. Chance: 1/26 = 3.8%.",

@@ -122,8 +122,7 @@ class Checkpointer:
         for step, why in bad:
             if read_only:
                 raise CorruptCheckpointError(f"{self.directory}/{step}: {why}; rerunning the training command moves it aside and resumes from the previous checkpoint")
-            logging.warning("checkpoint %s/%d is corrupted or half-written (%s); using the previous one", self.directory, step, why)
-            self._move_aside(step)
+            self._skip(step, why)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def steps(self) -> list[int]:
@@ -210,10 +209,6 @@ class Checkpointer:
         logging.warning("checkpoint %s/%d is corrupted or half-written (%s); using the previous one", self.directory, step, why)
         if self.read_only:
             return
-        self._move_aside(step)
-        self.manager.reload()
-
-    def _move_aside(self, step: int) -> None:
         # Process 0 moves it (the others share its filesystem): the resumed run will save this
         # step again, and every process must see it gone before orbax's next save.
         aside = os.path.join(os.path.dirname(self.directory), CORRUPT_DIR, str(step))
@@ -227,6 +222,8 @@ class Checkpointer:
             from jax.experimental import multihost_utils
 
             multihost_utils.sync_global_devices(f"logic_jax: checkpoint {step} moved aside")
+        if hasattr(self, "manager"):  # not while __init__ sets torn steps aside, before it builds one
+            self.manager.reload()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
