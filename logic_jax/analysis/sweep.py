@@ -19,11 +19,7 @@ from logic_jax.analysis import common, figures, pipeline
 from logic_jax.analysis.report import Row, percent
 from logic_jax.train import sweep as sweep_lib
 from logic_jax.train.checkpoint import CheckpointError
-from logic_jax.train.files import SWEEP_FILE
-
-
-def is_sweep(workdir: str) -> bool:
-    return os.path.isfile(os.path.join(workdir, SWEEP_FILE))
+from logic_jax.train.files import SWEEP_FILE, is_sweep  # noqa: F401  (is_sweep: launch/analyze.py's test)
 
 
 def headline_rows(summary: dict) -> list[dict]:

@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import serialization
 
-from logic_jax.train.files import SWEEP_FILE
+from logic_jax.train.files import is_sweep
 
 FORMAT = "logic_jax.train/1"
 CHECKPOINT_DIR = "checkpoints"
@@ -105,7 +105,7 @@ class Checkpointer:
         self.read_only = read_only
         if read_only and not os.path.isdir(self.directory):
             workdir, hint = os.path.dirname(self.directory), ""
-            if os.path.exists(os.path.join(workdir, SWEEP_FILE)):
+            if is_sweep(workdir):
                 hint = f"; {workdir} is a sweep: its runs are its groups, {workdir}/groups/g0, g1, ..."
             raise CheckpointError(f"no checkpoint directory at {self.directory}{hint}")
         if read_only:

@@ -18,6 +18,11 @@ SWEEP_FILE = "sweep.json"  # a sweep's config (sweep.py)
 LOCK_FILE = ".lock"  # held by the process 0 that trains in the workdir
 
 
+def is_sweep(workdir: str) -> bool:
+    """Whether ``workdir`` is a sweep's root (its runs are its groups)."""
+    return os.path.isfile(os.path.join(workdir, SWEEP_FILE))
+
+
 class WorkdirBusyError(ValueError):
     """Another process is training in the workdir."""
 

@@ -19,7 +19,7 @@ from logic_jax.problem.records import read_problems
 from logic_jax.train import config as config_lib
 from logic_jax.train import evaluate as evaluate_lib
 from logic_jax.train.checkpoint import Checkpointer, CheckpointError, member_digests
-from logic_jax.train.files import SWEEP_FILE
+from logic_jax.train.files import is_sweep
 from logic_jax.train.state import Member, spans_points
 from logic_jax.train.trainer import abstract_state, evaluate_held_out, held_out_sets
 
@@ -166,8 +166,7 @@ def main(argv) -> None:
         if FLAGS.curves:
             from logic_jax.train import curves, sweep
 
-            is_sweep = os.path.isfile(os.path.join(FLAGS.workdir, SWEEP_FILE))
-            print(f"wrote {sweep.draw_curves(FLAGS.workdir, FLAGS.curves) if is_sweep else curves.draw_run(FLAGS.workdir, FLAGS.curves)}")
+            print(f"wrote {sweep.draw_curves(FLAGS.workdir, FLAGS.curves) if is_sweep(FLAGS.workdir) else curves.draw_run(FLAGS.workdir, FLAGS.curves)}")
             return
         if FLAGS.attention:
             from logic_jax.analysis import examples
