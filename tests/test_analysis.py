@@ -364,6 +364,61 @@ def test_draw_attention_writes_a_png(planted, batches, tmp_path):
         figures.draw_attention(pattern[0], np.asarray(tokens[0]), str(tmp_path / "c.png"))
 
 
+@pytest.fixture
+def drawn(monkeypatch):
+    """The Figures the draw_* functions make, laid out and kept instead of only written."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    kept = []
+
+    def keep(fig, path):
+        fig.set_dpi(figures.DPI)  # as written: text extents do not scale exactly with the DPI
+        FigureCanvasAgg(fig).draw()
+        kept.append(fig)
+        return path
+
+    monkeypatch.setattr(figures, "_save", keep)
+    return kept
+
+
+def test_a_row_of_seed_heatmaps_shares_the_scale_of_its_colour_bar(drawn, tmp_path):
+    figures.draw_layer_head({"q": [[[0.5, 3.0], [0.0, -0.5]], [[0.5, 0.2], [0.0, -0.5]]], "k": [[[0.1, 0.2], [0.0, 0.0]], [[0.3, 0.0], [0.0, 0.0]]]},
+                            str(tmp_path / "h.png"), ["seed 0", "seed 1"], "title")
+    panels = [ax for ax in drawn[0].axes if ax.images]
+    assert [(im.norm.vmin, im.norm.vmax) for ax in panels for im in ax.images] == [(-3.0, 3.0)] * 2 + [(-1.0, 1.0)] * 2
+
+
+def test_a_narrow_figure_wraps_its_title_inside_the_figure(drawn, tmp_path):
+    title = "activation patching of hook_z per (layer, head): normalised effect on the first-token LD"
+    figures.draw_layer_head({"q": [np.zeros((3, 3))]}, str(tmp_path / "h.png"), ["seed 0"], title)  # 3 heads, one seed: the paper's size
+    fig = drawn[0]
+    extent = fig._suptitle.get_window_extent(fig.canvas.get_renderer())
+    assert extent.x0 >= 0 and extent.x1 <= fig.bbox.x1, (extent, fig.bbox)
+
+
+def test_the_sweep_claims_figure_draws_every_bound(drawn, tmp_path):
+    checks = {"exact": (">=", 1.0), "claim3": (">", 0.9), "label": ("=", "L3")}
+    figures.draw_sweep_claims({k: [[0.5, 0.7], [0.9, 1.0]] for k in checks}, checks, ["a", "b"], str(tmp_path / "c.png"))
+    lines = {ax.get_title(): [tuple(line.get_ydata()) for line in ax.lines] for ax in drawn[0].axes if ax.get_visible()}
+    assert lines == {"exact": [(1.0, 1.0)], "claim3": [(0.9, 0.9)], "label": []}
+
+
+def test_the_most_harmful_head_breaks_ties_of_accuracy_by_the_margin():
+    ablation = dict(accuracy=np.array([[1.0, 1.0], [1.0, 1.0]]), margin=np.array([[2.0, 1.5], [0.3, 0.9]]))
+    assert causal.most_harmful_head(ablation) == (1, 0)
+    ablation["accuracy"] = np.array([[1.0, 0.6], [1.0, 1.0]])
+    assert causal.most_harmful_head(ablation) == (0, 1)
+
+
+def test_the_mean_over_seeds_counts_only_the_seeds_whose_effects_are_defined():
+    maps = [np.array([[0.2, 0.4]]), np.full((1, 2), np.nan), np.array([[0.4, 0.0]])]
+    mean, defined = pipeline.mean_of_defined(maps)
+    np.testing.assert_allclose(mean, [[0.3, 0.2]])
+    assert defined == 2
+    mean, defined = pipeline.mean_of_defined(maps[1:2])
+    assert defined == 0 and np.isnan(mean).all()
+
+
 def test_settings_errors_name_the_field():
     with pytest.raises(common.AnalysisError, match="n_probe_train"):
         common.Settings(n_probe_train=0)

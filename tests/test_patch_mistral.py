@@ -314,3 +314,19 @@ def test_study_refuses_a_tokenizer_that_splits_letters(tmp_path, monkeypatch):
     with pytest.raises(PromptCheckError, match=r"pair 0 \(query\), clean prompt: answer letter '\w' is not one token after 'Answer:'"):
         study.run_study(directory, tmp_path / "out", cfg, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_that_cannot_tell_the_pairs_apart_gives_undefined_effects_not_numbers(tiny, tmp_path):
+    """All-zero weights: LD_clean = LD_cf = 0, so every normalised effect is 0/0."""
+    zeros = jax.tree.map(jnp.zeros_like, tiny["params"])
+    cfg = study.StudyConfig(num_pairs=3, shots=1, positions=P, batch_size=4, sweeps=("head_z", "resid"), circuit=TINY_CIRCUIT, accuracy=False)
+    messages = []
+    summary = study.run_study(tiny["directory"], tmp_path, cfg, dtype="float32", progress=False, log=messages.append, params=zeros)
+    assert summary["logit_difference"]["effects_defined"] is False
+    assert any("undefined" in m for m in messages), messages
+    assert summary["top_heads"] == {} and summary["attribution"] is None
+    assert all(s["restored"] is None for s in summary["circuit"]["scores"].values())
+    assert np.isnan(np.load(tmp_path / "head_z.npy")).all()
+    json.loads((tmp_path / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"summary.json holds {c}"))
+    report = (tmp_path / "report.md").read_text()
+    assert "normalised effects are undefined" in report and "head_z.png" not in report and not (tmp_path / "head_z.png").exists()

@@ -30,7 +30,7 @@ from logic_jax.analysis import common
 from logic_jax.interp import interventions as iv
 from logic_jax.interp import pairs as pairs_lib
 from logic_jax.interp.hooks import block_site
-from logic_jax.interp.metrics import normalized_effect
+from logic_jax.interp.metrics import effect_defined, normalized_effect
 from logic_jax.interp.patching import patching_effects, patching_sweep
 from logic_jax.problem.sampler import Batch
 
@@ -80,7 +80,7 @@ def route_patch(forward, params, recipient: Batch, donor: Batch, route: int, rea
         ld_before=ld0,
         ld_after=ld1,
         ld_donor=ldd,
-        effect=float(normalized_effect(ld1, ld0, ldd)) if abs(ldd - ld0) > 1e-6 else None,
+        effect=float(normalized_effect(ld1, ld0, ldd)) if effect_defined(ld0, ldd) else None,
         n=int(len(own)),
     )
 
@@ -144,9 +144,16 @@ def patching_maps(forward, params, clean: Batch, cf: Batch, n_layers: int) -> di
     heads = patching_effects(forward, params, tokens, cf_tokens, metric, "hook_z", ("layer", "head"), layers=n_layers, chunk_size=chunk)
     positions = patching_effects(forward, params, tokens, cf_tokens, metric, "hook_resid_pre", ("layer", "pos"), layers=n_layers, chunk_size=chunk)
     ld_clean, ld_cf = float(heads["clean"]), float(heads["cf"])
-    degenerate = abs(ld_cf - ld_clean) < 1e-6  # the model does not tell the pair apart: effects undefined
-    nan = lambda x: np.full(np.shape(x), np.nan) if degenerate else np.asarray(x)  # noqa: E731
+    defined = effect_defined(ld_clean, ld_cf)
+    nan = lambda x: np.asarray(x) if defined else np.full(np.shape(x), np.nan)  # noqa: E731
     return dict(heads=nan(heads["effect"]), positions=nan(positions["effect"]), ld_clean=ld_clean, ld_cf=ld_cf, n=int(tokens.shape[0]))
+
+
+def most_harmful_head(ablation: dict) -> tuple[int, int]:
+    """The (layer, head) whose mean-ablation leaves the lowest accuracy, ties (all at 100%, say) to the lowest margin."""
+    accuracy, margin = np.asarray(ablation["accuracy"]), np.asarray(ablation["margin"])
+    first = np.lexsort((margin.ravel(), accuracy.ravel()))[0]
+    return tuple(int(i) for i in np.unravel_index(first, accuracy.shape))
 
 
 def top_cell(effects: np.ndarray) -> tuple[tuple[int, int] | None, float | None]:

@@ -64,7 +64,7 @@ def draw_attention(pattern: np.ndarray, tokens: Sequence[int], path: str, title:
 
 def _suptitle(fig: Figure, title: str, fontsize: int = 11) -> None:
     """A title wrapped to the figure's width (constrained layout does not wrap or shrink it)."""
-    width = max(40, int(fig.get_figwidth() * 72 / (0.55 * fontsize)))  # characters per line
+    width = max(16, int(fig.get_figwidth() * 72 / (0.55 * fontsize)))  # characters per line
     fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.split("\n")), fontsize=fontsize)
 
 
@@ -130,15 +130,17 @@ def draw_layer_head(maps: Mapping[str, Sequence[np.ndarray]], path: str, col_tit
     layers, heads = np.shape(maps[names[0]][0])
     fig, axes = _grid(len(names), cols, 0.55 * heads + 1.3, 0.45 * layers + 0.9)
     for r, name in enumerate(names):
+        row = [np.asarray(m, np.float64) for m in maps[name]]
+        finite = np.concatenate([np.abs(m[np.isfinite(m)]) for m in row])
+        lim = max(1.0, float(finite.max()) if finite.size else 1.0)  # one scale a row: the row's colour bar fits every seed
         for c in range(cols):
             ax = axes[r, c]
-            if c >= len(maps[name]):
+            if c >= len(row):
                 ax.axis("off")
                 continue
-            m = np.asarray(maps[name][c], np.float64)
+            m = row[c]
             shown = np.where(np.isfinite(m), m, np.nan)
             if diverging:
-                lim = max(1.0, float(np.nanmax(np.abs(shown))) if np.isfinite(shown).any() else 1.0)
                 im = ax.imshow(shown, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim), interpolation="nearest")
             else:
                 im = ax.imshow(shown, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
@@ -277,7 +279,7 @@ def draw_sweep_claims(values: Mapping[str, Sequence[Sequence[float | None]]], ch
                 ax.scatter(p + jitter, ys, s=12, color=f"C{p % 10}", alpha=0.8, zorder=3)
                 ax.hlines(ys.mean(), p - 0.3, p + 0.3, color="k", lw=1.5, zorder=4)
         check = checks.get(key)
-        if check and check[0] in (">", "<"):
+        if check and check[0] in (">", ">=", "<"):  # ("=", label) has no line to draw
             ax.axhline(check[1], color="gray", lw=0.8, ls="--", zorder=1)
         if key in fractions:
             ax.set_ylim(-0.04, 1.04)

@@ -184,12 +184,23 @@ def draw(out_dir: str, results: list[dict], seeds: list[int], data: Problems, mo
         {"truth value -> its letter": [r["lookup"]["prev_token"] for r in results], "answer's letter -> its truth value": [r["lookup"]["lookup"] for r in results]},
         path("lookup_heads"), names, "fact lookup: attention per (layer, head), teacher-forced proofs", diverging=False, label="attention",
     )
+    position_maps, position_labels = {}, {}
+    for kind in causal.PAIR_KINDS:
+        mean, defined = mean_of_defined([r["patching"][kind]["positions"] for r in results])
+        name = f"{kind} pairs" + ("" if defined == len(results) else f" ({defined} of {len(results)} seeds defined)")
+        position_maps[name] = mean
+        position_labels[name] = _position_labels(data.patch_pairs[kind][0], problem_cfg)
     figures.draw_layer_pos(
-        {f"{kind} pairs": np.nanmean(np.stack([r["patching"][kind]["positions"] for r in results]), 0) if any(np.isfinite(r["patching"][kind]["positions"]).any() for r in results) else results[0]["patching"][kind]["positions"] for kind in causal.PAIR_KINDS},
-        {f"{kind} pairs": _position_labels(data.patch_pairs[kind][0], problem_cfg) for kind in causal.PAIR_KINDS},
-        path("patching_positions"), f"activation patching of hook_resid_pre per (layer, position), mean of {len(seeds)} seed(s)", label="effect",
+        position_maps, position_labels, path("patching_positions"),
+        f"activation patching of hook_resid_pre per (layer, position), mean over seeds ({len(seeds)})", label="effect",
     )
     return files
+
+
+def mean_of_defined(maps: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
+    """The mean of the seeds' maps whose effects are defined (not all NaN), and how many those are."""
+    defined = [np.asarray(m) for m in maps if np.isfinite(m).any()]
+    return (np.nanmean(np.stack(defined), 0) if defined else np.asarray(maps[0])), len(defined)
 
 
 def analyze(workdir: str, out_dir: str, seeds: Sequence[int] | None = None, settings: common.Settings = common.Settings(), step: int | None = None, progress: bool = True) -> dict:

@@ -217,7 +217,7 @@ def tables(results: list[dict], seeds: Sequence[int], meta: dict) -> list[Table]
         ]
     for q in ("linear", "LogOp"):
         ab = [r["ablation"][q] for r in results]
-        worst = [np.unravel_index(np.argmin(a["accuracy"]), a["accuracy"].shape) for a in ab]
+        worst = [causal.most_harmful_head(a) for a in ab]
         rows += [
             Row(f"{q} queries: first-token accuracy, no ablation", "—", [a["clean_accuracy"] for a in ab]),
             Row(f"{q} queries: most harmful head (mean ablation)", "—", [_head(w) for w in worst], "label"),

@@ -32,6 +32,14 @@ def normalized_effect(patched: Array, clean: Array, cf: Array) -> Array:
     return (patched - clean) / (cf - clean)
 
 
+UNDEFINED_BELOW = 1e-6  # |LD_cf - LD_clean| under this: the model does not tell the pair apart
+
+
+def effect_defined(clean: float, cf: float) -> bool:
+    """Whether normalised effects mean anything: the clean and counterfactual mean LDs differ."""
+    return abs(float(cf) - float(clean)) >= UNDEFINED_BELOW
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class LogitDiff:

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from logic_jax.interp.hooks import Patch, block_site
+from logic_jax.interp.metrics import effect_defined
 from logic_jax.llm.batches import PairBatch
 from logic_jax.llm.cached import make_suffix_forward
 from logic_jax.llm.sweeps import Prepared, WeightedLD
@@ -160,5 +161,5 @@ def circuit_lds(circuit: Circuit, config: MistralConfig, params, prepared: Prepa
 def scores(circuit: Circuit, sums: np.ndarray, count: float, mean_clean: float, mean_cf: float) -> dict:
     """``{variant: {"ld", "restored"}}`` from the summed LDs; restored is None where LD_clean = LD_cf."""
     lds = dict(zip(circuit.variants(), np.asarray(sums) / count))
-    gap = mean_clean - mean_cf
-    return {name: {"ld": float(ld), "restored": float((ld - mean_cf) / gap) if gap else None} for name, ld in lds.items()}
+    defined = effect_defined(mean_clean, mean_cf)
+    return {name: {"ld": float(ld), "restored": float((ld - mean_cf) / (mean_clean - mean_cf)) if defined else None} for name, ld in lds.items()}

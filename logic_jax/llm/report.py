@@ -31,8 +31,11 @@ def heatmap(array: np.ndarray, title: str, xlabel: str, ylabel: str, path: Path,
     scale = float(np.nanmax(np.abs(array))) or 1.0
     image = ax.imshow(array, cmap="RdBu_r", vmin=-scale, vmax=scale, aspect="auto", interpolation="nearest")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.set_yticks(range(array.shape[0]))  # whole layers and heads, never 0.5
     if xticklabels is not None:
         ax.set_xticks(range(len(xticklabels)), xticklabels, rotation=45, ha="right")
+    else:
+        ax.set_xticks(range(array.shape[1]))
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -45,6 +48,7 @@ def layer_bars(series: dict[str, np.ndarray], title: str, path: Path) -> None:
     width = 0.8 / len(series)
     for i, (name, values) in enumerate(series.items()):
         ax.bar(np.arange(len(values)) + i * width, values, width, label=name)
+    ax.set_xticks(np.arange(len(values)) + 0.4 - width / 2, range(len(values)))  # a group's centre, named by its layer
     ax.set(title=title, xlabel="layer", ylabel="effect")
     ax.axhline(0, color="black", linewidth=0.5)
     ax.legend()
@@ -68,6 +72,7 @@ def scatter(exact: np.ndarray, estimate: np.ndarray, title: str, path: Path) -> 
 def figures(out: Path, effects: dict[str, np.ndarray], attribution: dict[str, np.ndarray], positions: int) -> list[str]:
     """Write the PNGs; returns their file names."""
     names = []
+    effects = {name: value for name, value in effects.items() if np.isfinite(value).any()}  # all NaN: undefined, nothing to draw
     for name, (title, xlabel, ylabel) in HEATMAPS.items():
         if name in effects:
             ticks = [f"-{positions - i}" if i < positions - 1 else "last" for i in range(positions)] if name == "resid" else None
@@ -112,6 +117,8 @@ def markdown(summary: dict, images: list[str]) -> str:
         f"Mean LD: clean {_f(ld['clean'])}, counterfactual {_f(ld['counterfactual'])}.",
         "",
     ]
+    if not ld.get("effects_defined", True):
+        parts += ["**The clean and counterfactual mean LDs are equal: the model does not tell the pairs apart, so the normalised effects are undefined; no sweep is drawn or ranked.**", ""]
     if summary.get("accuracy"):
         parts += ["## Task accuracy (greedy decoding)", ""]
         rows = []

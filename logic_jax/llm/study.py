@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from logic_jax.analysis.common import to_json
 from logic_jax.llm import accuracy, attention_stats, circuit as circuit_lib, report, sweeps
 from logic_jax.llm.batches import make_batches
 from logic_jax.llm.prompts import PromptConfig, build_pairs
@@ -229,6 +230,9 @@ def run_study(
 
     effects = totals.effects()
     attribution = totals.attribution_effects()
+    defined = totals.defined()
+    if not defined:
+        log(f"warning: mean LD clean {totals.mean_clean():.4g} = counterfactual {totals.mean_cf():.4g}: the model does not tell the pairs apart, so every normalised effect is undefined (NaN)")
     with open(out / "pairs.jsonl", "w") as f:
         for i, (pair, tp) in enumerate(zip(pairs, tokenized)):
             record = pair_record(pair, tp)
@@ -259,9 +263,9 @@ def run_study(
             "example_counterfactual": pairs[0].cf_text,
         },
         "accuracy": tally.summary() if cfg.accuracy else None,
-        "logit_difference": {"clean": totals.mean_clean(), "counterfactual": totals.mean_cf(), "effect_kind": totals.effect_kind},
-        "top_heads": {name: top_cells(effects[name], cfg.top_k) for name in ("head_z", "head_q", "head_k", "head_v") if name in effects},
-        "attribution": compare_attribution(effects["head_z"], attribution["head_z"], cfg.top_k) if cfg.attribution and "head_z" in effects else None,
+        "logit_difference": {"clean": totals.mean_clean(), "counterfactual": totals.mean_cf(), "effect_kind": totals.effect_kind, "effects_defined": defined},
+        "top_heads": {name: top_cells(effects[name], cfg.top_k) for name in ("head_z", "head_q", "head_k", "head_v") if name in effects and defined},
+        "attribution": compare_attribution(effects["head_z"], attribution["head_z"], cfg.top_k) if cfg.attribution and "head_z" in effects and defined else None,
         "circuit": {
             "spec": circuit.to_json(),
             "scores": circuit_lib.scores(circuit, circuit_sums, totals.count, totals.mean_clean(), totals.mean_cf()),
@@ -269,6 +273,7 @@ def run_study(
         "attention": attention_stats.summarize(attention_totals, totals.count, heads),
         "timings": timings,
     }
+    summary = to_json(summary)  # NaN (an undefined mean) as null: strict JSON
     images = report.figures(out, effects, attribution, positions)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "report.md").write_text(report.markdown(summary, images))

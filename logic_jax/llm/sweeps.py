@@ -41,7 +41,7 @@ import numpy as np
 
 from logic_jax.interp.attribution import attribution_sweep
 from logic_jax.interp.hooks import block_site
-from logic_jax.interp.metrics import logit_diff, normalized_effect
+from logic_jax.interp.metrics import effect_defined, logit_diff, normalized_effect
 from logic_jax.interp.patching import patching_sweep
 from logic_jax.llm.batches import PairBatch
 from logic_jax.llm.cached import Prefix, make_suffix_forward, prefill
@@ -168,11 +168,17 @@ class Totals:
     def mean_cf(self) -> float:
         return self.cf / self.count
 
+    def defined(self) -> bool:
+        """False where normalised effects mean nothing: LD_clean = LD_cf (raw deltas always do)."""
+        return self.effect_kind == "delta_ld" or effect_defined(self.mean_clean(), self.mean_cf())
+
     def effect(self, patched_sum: np.ndarray) -> np.ndarray:
-        """The effect of summed patched LDs (see the module docstring for ``effect_kind``)."""
+        """The effect of summed patched LDs (see the module docstring for ``effect_kind``); NaN if undefined."""
         patched = np.asarray(patched_sum) / self.count
         if self.effect_kind == "delta_ld":
             return patched - self.mean_clean()
+        if not self.defined():
+            return np.full(patched.shape, np.nan)
         return np.asarray(normalized_effect(patched, self.mean_clean(), self.mean_cf()))
 
     def effects(self) -> dict[str, np.ndarray]:
@@ -183,5 +189,8 @@ class Totals:
         out = {}
         for name, value in self.attribution.items():
             delta = np.asarray(value) / self.count
-            out[name] = delta if self.effect_kind == "delta_ld" else delta / (self.mean_cf() - self.mean_clean())
+            if self.effect_kind == "delta_ld":
+                out[name] = delta
+            else:
+                out[name] = delta / (self.mean_cf() - self.mean_clean()) if self.defined() else np.full(delta.shape, np.nan)
         return out
