@@ -58,7 +58,7 @@ step() {  # step NAME SECONDS CMD...: run with a time limit (cut to the budget l
 if [ "$smoke" = 1 ]; then
   S_BATCH=1024,16384; SEEDS=1,8; MISTRAL=small; PAIRS=2; TRAIN_CFG="--config.batch_size=16 --config.model.d_model=48 --config.model.d_mlp=192"; PATCH="--pairs 64 --positions 8 --chunk-size 3"
   RUN_SEEDS=8; RUN_CFG="--config.num_steps=40 --config.steps_per_call=20 --config.eval_every=20 --config.checkpoint_every=20 --config.eval_size=64"
-  MFU="--config.num_seeds=8 --steps=3 --repeats=1"
+  MFU="--config.num_seeds=8 --steps=3 --repeats=1"; PROFILE="--steps=3 --repeats=1"; TORCH="--seeds=2 --steps=5"
 else
   S_BATCH=1048576,8388608,33554432; SEEDS=1,8,64; MISTRAL=7b; PAIRS=64; TRAIN_CFG=""; PATCH="--pairs 1000 --positions 38 --chunk-size 9"  # 9 cells x 1000 pairs a chunk: ~7 GB
   # The config's 8 seeds (RUN_SEEDS=64 where a lease allows hours): at 43 ms a step a call of a few
@@ -67,6 +67,7 @@ else
   # steps (a SIGTERM waits for the one in flight), evaluations every 500 (a stop does not evaluate).
   RUN_SEEDS=${RUN_SEEDS:-8}; RUN_CFG="--config.eval_every=500 --config.checkpoint_every=1000 --config.steps_per_call=50"
   MFU="--steps=20 --repeats=2"  # 8 seeds (the config's): 5 numerics x 20 s compilation; N = 64 is train_seeds' job
+  PROFILE=""; TORCH="--seeds=4 --steps=20"
 fi
 
 train_small() {  # stopped by its time limit (rc=124 expected): SIGTERM, the run saves, then exits.
@@ -103,8 +104,8 @@ if [ "$part" = open ]; then  # the open issue's figures (#3) with the fastest nu
   echo "$BEST" >"$BEST_FILE"  # for "train_small" in the next call on this machine
   if [ -s "$R/train_mfu.json" ]; then echo "numerics ${BEST:-as-configured}" >>"$R/status.txt"
   else echo "numerics as-configured: train_mfu gave no JSON, so no choice was made" >>"$R/status.txt"; fi
-  step profile 90 python3 bench/profile_step.py --config=configs/small.py $BEST $TRAIN_CFG --out="$R/profile.json"
-  step torch_reference 120 python3 bench/torch_reference.py --config=configs/small.py --seeds=4 --steps=20 --nojax $BEST $TRAIN_CFG --out="$R/torch_reference.json"
+  step profile 90 python3 bench/profile_step.py --config=configs/small.py $PROFILE $BEST $TRAIN_CFG --out="$R/profile.json"
+  step torch_reference 120 python3 bench/torch_reference.py --config=configs/small.py $TORCH --nojax $BEST $TRAIN_CFG --out="$R/torch_reference.json"
   step train_seeds 200 python3 bench/train_seeds.py --config=configs/small.py --seeds=$SEEDS --steps=20 --repeats=2 --run_steps=100 $BEST $TRAIN_CFG --out="$R/train_seeds.json"
   TRAIN_S=${TRAIN_S:-600} train_small
 elif [ "$part" = all ]; then
@@ -112,7 +113,7 @@ elif [ "$part" = all ]; then
   step sampler 120 python3 bench/sampler.py --mode=batch_sizes --batch_sizes=$S_BATCH --out="$R/sampler.json"
   step train_mfu 150 python3 bench/train_mfu.py --config=configs/small.py --steps=20 --repeats=2 $TRAIN_CFG --out="$R/train_mfu.json"
   step train_seeds 200 python3 bench/train_seeds.py --config=configs/small.py --seeds=$SEEDS --steps=20 --repeats=2 --run_steps=100 $TRAIN_CFG --out="$R/train_seeds.json"
-  step torch_reference 120 python3 bench/torch_reference.py --config=configs/small.py --seeds=4 --steps=20 --nojax $TRAIN_CFG --out="$R/torch_reference.json"
+  step torch_reference 120 python3 bench/torch_reference.py --config=configs/small.py $TORCH --nojax $TRAIN_CFG --out="$R/torch_reference.json"
   step patching_sweep 120 python3 bench/patching_sweep.py $PATCH
   step mistral_forward 240 python3 bench/mistral_forward.py --shape=$MISTRAL --dtype=bfloat16 --batch=64 --seq=300 --checkpoint_mode=random
 elif [ "$part" = train_small ]; then  # on the machine "open" ran on, with its numerics: resumes its run

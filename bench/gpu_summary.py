@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.report import bf16_numerics  # noqa: E402
+from bench.report import F32_MATMULS, bf16_numerics  # noqa: E402
 
 
 def _load(directory, name):
@@ -28,10 +28,13 @@ def _load(directory, name):
 
 
 def peak_kind(model: dict, overrides: dict | None = None) -> str:
-    """The tensor-core peak the numerics can reach, the one MFU is judged against: BF16's for
-    bfloat16 activations or matmuls, else TF32's (float32 matmuls may run on TF32 cores)."""
+    """The peak the numerics can reach, the one MFU is judged against: BF16's for bfloat16
+    activations or matmuls, FP32's where TF32 is forbidden, else TF32's (float32 matmuls may run on
+    TF32 cores)."""
     m = dict(model, **{k.split(".", 1)[1]: v for k, v in (overrides or {}).items()})
-    return "bf16" if bf16_numerics(m) else "tf32"
+    if bf16_numerics(m):
+        return "bf16"
+    return "fp32" if m.get("matmul_precision", "default") in F32_MATMULS else "tf32"
 
 
 def _mfu(by: dict, kind: str) -> str:

@@ -4,7 +4,10 @@ what the benchmarks share about a config's numerics."""
 import json
 
 # matmul_precision values that put bfloat16 on the matmul inputs (the rest are float32 or TF32).
-BF16_MATMULS = ("bfloat16", "BF16_BF16_F32")
+# Not "bfloat16": JAX lowers that name to Precision.DEFAULT, as "default" (TF32 on a GPU).
+BF16_MATMULS = ("BF16_BF16_F32",)
+# Those that forbid TF32: exact float32 matmuls, judged against the FP32 (CUDA-core) peak.
+F32_MATMULS = ("float32", "highest", "F32_F32_F32")
 
 
 def bf16_numerics(model_cfg) -> bool:

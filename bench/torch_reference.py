@@ -111,7 +111,7 @@ def batch_of(rng, problem, batch_size):
 # The JAX config's numerics in PyTorch terms. JAX's "default" lets a GPU use TF32 for float32
 # matmuls, which is PyTorch's "high"; PyTorch's own default is "highest" (no TF32). bfloat16
 # matmuls on float32 activations have no float32-precision name in PyTorch: autocast does them.
-TORCH_MATMUL_PRECISION = dict(default="high", tensorfloat32="high", high="high", TF32_TF32_F32="high", float32="highest", highest="highest", F32_F32_F32="highest")
+TORCH_MATMUL_PRECISION = dict(default="high", bfloat16="high", tensorfloat32="high", high="high", TF32_TF32_F32="high", float32="highest", highest="highest", F32_F32_F32="highest")
 
 
 def numerics(model_cfg, device):

@@ -58,7 +58,7 @@ def test_gpu_summary_checks_each_goal(tmp_path):
 
 
 def test_gpu_summary_reads_numerics_and_profile_and_picks_the_fastest(tmp_path):
-    variant = lambda name, overrides, ms: dict(name=name, overrides=overrides, step_ms=ms, tflops=100.0 / ms, mfu=dict(tf32=3.0 / ms, bf16=1.0 / ms))  # noqa: E731
+    variant = lambda name, overrides, ms: dict(name=name, overrides=overrides, step_ms=ms, tflops=100.0 / ms, mfu=dict(tf32=3.0 / ms, bf16=1.0 / ms, fp32=20.0 / ms))  # noqa: E731
     failed = dict(name="tf32", overrides={"model.matmul_precision": "TF32_TF32_F32"}, error="ValueError: not supported on CPU")
     variants = [variant("config", {}, 40.0), variant("fp32", {"model.matmul_precision": "float32"}, 45.0), failed, variant("bf16", {"model.dtype": "bfloat16"}, 20.0)]
     _write(tmp_path, "train_mfu.json", dict(device="H100", seeds=64, batch_size=512, step_ms=40.0, achieved_tflops=2.5, mfu=None, sampling_share=0.01, variants=variants))
@@ -67,12 +67,28 @@ def test_gpu_summary_reads_numerics_and_profile_and_picks_the_fastest(tmp_path):
     text = gpu_summary.summary(str(tmp_path))
     assert "numerics bf16 (model.dtype=bfloat16): 20.0 ms, 5.0 TFLOP/s, 5.0% of the BF16 peak" in text  # each variant against its own peak (TF32: 15%)
     assert "numerics config (as configured): 40.0 ms, 2.5 TFLOP/s, 7.5% of the TF32 peak" in text
+    assert "numerics fp32 (model.matmul_precision=float32): 45.0 ms, 2.2 TFLOP/s, 44.4% of the FP32 peak (goal 30%: met)" in text  # TF32 forbidden
     assert "numerics tf32 (model.matmul_precision=TF32_TF32_F32): failed, ValueError: not supported on CPU" in text
     assert "profile (device): 18.0 ms a step of 20.0 ms wall; fusion 60%, matmul 25%, copy_transpose 15%; top: loop_fusion 9.00 ms" in text
     assert gpu_summary.best_flags(str(tmp_path / "train_mfu.json")) == "--config.model.dtype=bfloat16"
     variants[0]["step_ms"] = 10.0  # the config's own numerics fastest: no flags
     _write(tmp_path, "train_mfu.json", dict(variants=variants))
     assert gpu_summary.best_flags(str(tmp_path / "train_mfu.json")) == ""
+
+
+def test_the_matmul_precision_named_bfloat16_is_judged_as_what_jax_compiles():
+    """JAX lowers "bfloat16" to Precision.DEFAULT, as "default" (TF32 on a GPU): not bfloat16 matmuls."""
+    import jax
+    import jax.numpy as jnp
+
+    def lowered(precision):
+        with jax.default_matmul_precision(precision):
+            return jax.jit(jnp.matmul).lower(jnp.ones((2, 2)), jnp.ones((2, 2))).as_text()
+
+    assert lowered("bfloat16") == lowered("default") != lowered("BF16_BF16_F32")
+    assert gpu_summary.peak_kind({}, {"model.matmul_precision": "bfloat16"}) == gpu_summary.peak_kind({}) == "tf32"
+    assert gpu_summary.peak_kind({}, {"model.matmul_precision": "BF16_BF16_F32"}) == "bf16"
+    assert gpu_summary.peak_kind({"matmul_precision": "float32"}) == "fp32"
 
 
 def _run_part(part, out, **env_vars):

@@ -34,8 +34,9 @@ Params = dict  # nested dict of arrays, as nnx.to_pure_dict gives
 
 DTYPES = ("float32", "bfloat16")
 # jax.default_matmul_precision's names. On GPUs "default" may let XLA use TF32 tensor cores for
-# float32 and "float32" forbids it; the upper-case ones name the algorithm exactly (inputs rounded
-# to TF32 or bfloat16, float32 accumulation; TF32_TF32_F32 does not compile on CPUs).
+# float32 and "float32" forbids it ("bfloat16" lowers to the same DEFAULT as "default": bfloat16
+# on TPUs only); the upper-case ones name the algorithm exactly (inputs rounded to TF32 or
+# bfloat16, float32 accumulation; TF32_TF32_F32 does not compile on CPUs).
 MATMUL_PRECISIONS = ("default", "tensorfloat32", "float32", "bfloat16", "high", "highest", "TF32_TF32_F32", "BF16_BF16_F32", "F32_F32_F32")
 
 
