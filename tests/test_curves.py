@@ -86,6 +86,22 @@ def test_errors_name_the_file(run, tmp_path):
         curves.draw_sweep([str(tmp_path / "groups" / "g0")], str(tmp_path / "curves.png"), {})
 
 
+def test_a_sweep_draws_the_groups_that_logged_while_one_has_not(run, tmp_path):
+    """A group still compiling, or diverged in its first chunk, has an empty log: the others draw."""
+    groups = tmp_path / "groups"
+    for name, log in (("g0", open(os.path.join(run, "metrics.jsonl")).read()), ("g1", "")):
+        (groups / name).mkdir(parents=True)
+        (groups / name / "run.json").write_text(open(os.path.join(run, "run.json")).read())
+        (groups / name / "metrics.jsonl").write_text(log)
+    png = curves.draw_sweep([str(groups / "g0"), str(groups / "g1")], str(tmp_path / "curves.png"), {})
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_log_of_one_training_record_shows_its_point():
+    c = curves.Curves(np.array([10]), np.array([[0.5, 0.7]]), np.array([], int), np.zeros((0, 2)), points=(0, 0))
+    assert [line.get_marker() for line in curves.figure([c]).axes[0].lines] == [".", "."]
+
+
 def test_a_machine_without_matplotlib_still_finishes_the_run(tmp_path):
     blocked = tmp_path / "site" / "matplotlib"
     blocked.mkdir(parents=True)

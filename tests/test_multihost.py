@@ -99,6 +99,15 @@ def test_two_processes_train_what_one_process_trains(tmp_path):
     _assert_same_state(moved, reference.state)
 
 
+def test_fewer_devices_than_all_take_a_share_of_every_process(tmp_path):
+    """num_devices=2 of 2 x 2: one device of each process (the first two would both be process 0's)."""
+    overrides = dict(RUN, num_seeds=2, num_devices=2, num_steps=10, checkpoint_every=10, eval_every=10)
+    workdir = str(tmp_path / "two")
+    outs = _finish(_launch(write_config_file(tmp_path / "cfg.py", TESTS, **overrides), workdir), timeout=200)  # it hung, before
+    assert [rc for rc, _, _ in outs] == [0, 0], [err[-3000:] for _, _, err in outs]
+    _assert_same_state(workdir, trainer.train(tiny_config(**overrides), str(tmp_path / "one")).state)
+
+
 def test_sigterm_to_one_host_stops_both_at_one_step_and_the_rerun_resumes(tmp_path):
     # A checkpoint after every chunk: a signal always lands in a chunk that follows a save
     # (orbax's saves once hid it from JAX's preemption sync point).

@@ -190,3 +190,9 @@ def test_steps_to_100_is_the_first_evaluation_with_every_seed_perfect():
     evals = [(100, [dict(exact=1.0), dict(exact=0.9)]), (200, [dict(exact=0.98), dict(exact=1.0)]), (300, [dict(exact=1.0), dict(exact=1.0)])]
     assert steps_to_perfect(evals, [0, 1]) == 300  # not 200: no seed may slip back
     assert steps_to_perfect(evals, [0]) == 100 and steps_to_perfect(evals[:2], [0, 1]) is None
+
+
+def test_the_summary_table_never_rounds_a_seed_short_of_100_percent_up_to_1():
+    row = dict(point=0, **{"optim.lr": 0.001}, step=100, exact_mean=1.0, exact_min=32767 / 32768, steps_to_100=None, wall_time_s=12.3456)
+    line = sweep.summary_markdown([row]).splitlines()[2]
+    assert line == "| 0 | 0.001 | 100 | 1.0000 | 0.9999 | - | 12.35 |"

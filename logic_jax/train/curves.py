@@ -27,6 +27,10 @@ class CurvesError(ValueError):
     """A workdir whose log cannot be drawn; the message names the file."""
 
 
+class NoStepYet(CurvesError):
+    """A run whose log has no training record yet (compiling, or diverged in its first chunk)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Curves:
     """One run's log as arrays; member m belongs to grid point ``points[m]``."""
@@ -67,7 +71,7 @@ def read_run(workdir: str) -> Curves:
     train = [r for r in records if r.get("kind") == "train"]
     evals = [r for r in records if r.get("kind") == "eval"]
     if not train:
-        raise CurvesError(f"{log}: no training records yet")
+        raise NoStepYet(f"{log}: no training records yet")
     n = len(members)
     return Curves(
         train_step=np.array([r["step"] for r in train]),
@@ -101,7 +105,8 @@ def figure(runs: Sequence[Curves], point_labels: dict[int, str] | None = None, t
             if k not in labelled and len(keys) <= 16:
                 label = f"seed {k}" if by_seed else (point_labels or {}).get(k, f"point {k}")
                 labelled.add(k)
-            ax_loss.plot(c.train_step, c.loss[:, m], color=colour[k], lw=1, alpha=0.8, label=label)
+            one = len(c.train_step) == 1  # a lone point needs a marker to be seen
+            ax_loss.plot(c.train_step, c.loss[:, m], color=colour[k], lw=1, alpha=0.8, label=label, marker="." if one else None, ms=3)
             if len(c.eval_step):
                 ax_exact.plot(c.eval_step, 100 * c.exact[:, m], color=colour[k], lw=1, alpha=0.8, marker=".", ms=3)
     ax_loss.set(xlabel="step", ylabel="train loss (answer tokens)", yscale="log", title="loss")
@@ -128,7 +133,13 @@ def draw_run(workdir: str, path: str | None = None) -> str:
 
 def draw_sweep(group_dirs: Sequence[str], path: str, point_labels: dict[int, str]) -> str:
     """A sweep's curves: every group that has logged a step, a colour a grid point."""
-    runs = [read_run(d) for d in group_dirs if os.path.exists(os.path.join(d, METRICS_FILE))]
+    runs = []
+    for d in group_dirs:
+        if os.path.exists(os.path.join(d, METRICS_FILE)):
+            try:
+                runs.append(read_run(d))
+            except NoStepYet:  # compiling, or diverged in its first chunk: the other groups still draw
+                pass
     if not runs:
         raise CurvesError(f"no group of the sweep has logged a step yet ({', '.join(group_dirs)})")
     return draw(runs, path, point_labels, title=os.path.basename(os.path.dirname(os.path.abspath(path))))

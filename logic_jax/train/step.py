@@ -32,17 +32,22 @@ class MeshError(ValueError):
 
 
 def make_mesh(num_members: int, num_devices: int = 0) -> Mesh:
-    """A 1-D mesh over the first ``num_devices`` devices (0: all), axis ``seeds``."""
-    available = jax.device_count()
+    """A 1-D mesh over ``num_devices`` devices (0: all), axis ``seeds``: the first ones, or in a
+    multi-process run the first ``num_devices / processes`` of every process (each process must
+    hold a share of the mesh, or it could not take part in the run)."""
+    available, processes = jax.device_count(), jax.process_count()
     n = available if num_devices == 0 else num_devices
     if n > available:
         raise MeshError(f"num_devices={n} but only {available} device(s) are visible")
+    if n % processes:
+        raise MeshError(f"num_devices={n} is not a multiple of the process count {processes}: every process takes the same number of devices")
     if num_members % n:
         raise MeshError(
             f"num_seeds={num_members} (members of this run) is not a multiple of the device count {n}; "
             f"use a multiple of {n} seeds or set --config.num_devices to a divisor of {num_members}"
         )
-    devices = jax.devices()[:n]
+    by_process = [[d for d in jax.devices() if d.process_index == p] for p in range(processes)]
+    devices = [d for local in by_process for d in local[: n // processes]]
     return jax.make_mesh((n,), (SEED_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
 
 

@@ -14,6 +14,7 @@ import csv
 import io
 import itertools
 import json
+import math
 import os
 from typing import Any
 
@@ -214,9 +215,11 @@ def run_sweep(config, workdir: str) -> tuple[list[dict], str | None, list[str]]:
     return rows, stopped_by, diverged
 
 
-def _cell(v) -> str:
+def _cell(v, col: str = "") -> str:
     if v is None:
         return "-"
+    if isinstance(v, float) and col.startswith("exact"):
+        return f"{math.floor(v * 1e4) / 1e4:.4f}"  # rounded down: a seed short of 100% never shows 1
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
@@ -228,7 +231,7 @@ def summary_markdown(rows: list[dict]) -> str:
     out.write("| " + " | ".join(cols) + " |\n")
     out.write("|" + "|".join(" --- " for _ in cols) + "|\n")
     for r in rows:
-        out.write("| " + " | ".join(_cell(r[c]) for c in cols) + " |\n")
+        out.write("| " + " | ".join(_cell(r[c], c) for c in cols) + " |\n")
     out.write(
         "\nstep: where the group's training stopped; exact_mean / exact_min: whole-proof exact match over seeds at "
         "the last evaluation (eval_step; the last step unless the sweep was stopped early); steps_to_100: first "
