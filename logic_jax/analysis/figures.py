@@ -131,7 +131,7 @@ def draw_layer_head(maps: Mapping[str, Sequence[np.ndarray]], path: str, col_tit
     fig, axes = _grid(len(names), cols, 0.55 * heads + 1.3, 0.45 * layers + 0.9)
     for r, name in enumerate(names):
         row = [np.asarray(m, np.float64) for m in maps[name]]
-        finite = np.concatenate([np.abs(m[np.isfinite(m)]) for m in row])
+        finite = np.concatenate([np.abs(m[np.isfinite(m)]) for m in row] + [np.zeros(0)])
         lim = max(1.0, float(finite.max()) if finite.size else 1.0)  # one scale a row: the row's colour bar fits every seed
         for c in range(cols):
             ax = axes[r, c]
