@@ -281,6 +281,12 @@ def test_seeds_not_divisible_by_devices(tmp_path):
         trainer.train(tiny_config(num_seeds=3, num_devices=0), str(tmp_path))
 
 
+def test_a_multi_process_mesh_takes_the_same_number_of_devices_from_every_process(monkeypatch):
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(step_lib.MeshError, match=r"num_devices=3 is not a multiple of the process count 2"):
+        step_lib.make_mesh(6, 3)
+
+
 def test_a_workdir_named_checkpoints_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match=r"'checkpoints' is the name of a run's checkpoint folder"):
         trainer.train(tiny_config(), str(tmp_path / "run" / "checkpoints"))
