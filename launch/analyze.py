@@ -64,7 +64,7 @@ def main(argv):
             summary = sweep.analyze_sweep(FLAGS.workdir, FLAGS.out, settings, FLAGS.step, FLAGS.progress)
         else:
             summary = pipeline.analyze(FLAGS.workdir, FLAGS.out, seeds, settings, FLAGS.step, FLAGS.progress)
-    except (common.AnalysisError, CheckpointError, ConfigError) as e:
+    except (common.AnalysisError, CheckpointError, ConfigError, OSError) as e:  # OSError: an --out that cannot be written
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     if "points" in summary:

@@ -97,6 +97,15 @@ def test_analyze_cli_writes_every_table_and_figure(workdir, tmp_path):
 def test_analyze_rejects_a_missing_seed(workdir, tmp_path):
     with pytest.raises(common.AnalysisError, match=r"seed index 5 out of range: .* holds seeds 0\.\.1"):
         pipeline.analyze(workdir, str(tmp_path / "x"), seeds=[5], settings=common.Settings(**SIZES), progress=False)
+    with pytest.raises(common.AnalysisError, match=r"seed indices \[0, 0\]: each may be given once"):
+        pipeline.analyze(workdir, str(tmp_path / "x"), seeds=[0, 0], settings=common.Settings(**SIZES), progress=False)
+    with pytest.raises(common.AnalysisError, match=r"is the workdir itself"):
+        pipeline.analyze(workdir, workdir + "/", settings=common.Settings(**SIZES), progress=False)
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "analyze.py"), f"--workdir={workdir}", f"--out={in_the_way}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "error:" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
 def test_attention_example_of_any_seed(workdir, tmp_path):

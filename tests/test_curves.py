@@ -115,3 +115,16 @@ def test_a_machine_without_matplotlib_still_finishes_the_run(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "no curves.png: No module named matplotlib" in proc.stderr and "--curves=FILE.png" in proc.stderr
     assert sorted(os.listdir(tmp_path / "w" / "checkpoints")) == ["10", "20"] and not (tmp_path / "w" / "curves.png").exists()
+
+
+def test_a_damaged_log_line_costs_only_itself_on_resume(tmp_path):
+    from logic_jax.train.metrics import RunLog
+
+    records = [dict(kind="train", step=s, loss=[1.0]) for s in (5, 10, 15)]
+    lines = [json.dumps(r) for r in records]
+    lines[0] = lines[0][:10]  # damaged in the middle of the file, not only a torn last line
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"kind": "tra')
+    with pytest.warns(UserWarning, match=r"metrics.jsonl: skipped unreadable line\(s\) \[1\]"):
+        log = RunLog(str(tmp_path), start_step=10, total_steps=20, progress=False)
+    log.close()
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [10]

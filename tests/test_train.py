@@ -293,6 +293,41 @@ def test_a_workdir_named_checkpoints_is_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_workdir_of_another_kind_is_refused_before_anything_is_written(tmp_path):
+    import ml_collections
+
+    from logic_jax.train import sweep
+    from logic_jax.train.files import WorkdirKindError
+
+    base = tmp_path / "run"
+    (base / "checkpoints" / "10").mkdir(parents=True)
+    (base / "run.json").write_text("{}")
+    with pytest.raises(WorkdirKindError, match="inside the checkpoint folder of the run in"):
+        trainer.train(tiny_config(), str(base / "checkpoints" / "10" / "nested"))
+    assert not (base / "checkpoints" / "10" / "nested").exists()
+    root = tmp_path / "sweep"
+    root.mkdir()
+    (root / "sweep.json").write_text("{}")
+    with pytest.raises(WorkdirKindError, match=r"is a sweep's root \(it holds sweep.json\)"):
+        trainer.train(tiny_config(), str(root))
+    config = tiny_config()
+    config.sweep = ml_collections.ConfigDict(dict(optim=dict(lr=(1e-3, 3e-3))))
+    with pytest.raises(WorkdirKindError, match=r"holds a training run \(run.json\), not a sweep"):
+        sweep.run_sweep(config, str(base))
+    assert sorted(os.listdir(base)) == ["checkpoints", "run.json"]
+    (tmp_path / "ok" / "checkpoints").mkdir(parents=True)  # a folder named checkpoints that holds runs is fine
+    trainer.train(tiny_config(num_steps=0), str(tmp_path / "ok" / "checkpoints" / "mine"))
+
+
+@pytest.mark.parametrize("text", ["{bad", "[1]", "{}"])
+def test_a_damaged_run_json_is_named(tmp_path, text):
+    from logic_jax.train.files import DamagedFileError
+
+    (tmp_path / "run.json").write_text(text)
+    with pytest.raises(DamagedFileError, match=f"{tmp_path / 'run.json'}: not"):
+        trainer.train(tiny_config(num_steps=0), str(tmp_path))
+
+
 def test_workdir_of_another_config(tmp_path):
     trainer.train(tiny_config(num_steps=10), str(tmp_path))
     with pytest.raises(trainer.RunMismatchError, match=r"model.d_model: 16 -> 32"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import zlib
 from typing import Any, Callable, Sequence
 
@@ -19,6 +20,12 @@ from logic_jax.problem.sampler import Batch, sample
 
 class AnalysisError(ValueError):
     """An analysis that cannot run as asked; the message names the setting or input."""
+
+
+def check_out_dir(workdir: str, out_dir: str) -> None:
+    """``--out`` may not be the workdir: the report's files (summary.csv of a sweep) would replace the run's."""
+    if os.path.realpath(out_dir) == os.path.realpath(workdir):
+        raise AnalysisError(f"--out {out_dir} is the workdir itself: the report's files would mix with (and replace) the run's; choose another directory")
 
 
 @dataclasses.dataclass(frozen=True)

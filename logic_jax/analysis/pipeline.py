@@ -209,6 +209,7 @@ def analyze(workdir: str, out_dir: str, seeds: Sequence[int] | None = None, sett
     from logic_jax.train import inspection
 
     t0 = time.time()
+    common.check_out_dir(workdir, out_dir)
     step, state, run, _ = inspection.load(workdir, step)
     config = run["config"]
     model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
@@ -217,6 +218,8 @@ def analyze(workdir: str, out_dir: str, seeds: Sequence[int] | None = None, sett
     seeds = list(range(available)) if seeds is None else [int(s) for s in seeds]
     if not seeds:
         raise common.AnalysisError("no seeds to analyse")
+    if len(set(seeds)) < len(seeds):
+        raise common.AnalysisError(f"seed indices {seeds}: each may be given once")
     for s in seeds:
         if not 0 <= s < available:
             raise common.AnalysisError(f"seed index {s} out of range: {workdir} holds seeds 0..{available - 1}")

@@ -58,6 +58,7 @@ def point_rows(pts: list[dict], group_of: dict[int, int], summaries: dict[int, d
 
 def analyze_sweep(workdir: str, out_dir: str, settings: common.Settings = common.Settings(), step: int | None = None, progress: bool = True) -> dict:
     """Analyse every trained group of the sweep in ``workdir``; write the cross-point report to ``out_dir``."""
+    common.check_out_dir(workdir, out_dir)
     path = os.path.join(workdir, SWEEP_FILE)
     try:
         with open(path) as f:

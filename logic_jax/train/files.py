@@ -27,6 +27,41 @@ class WorkdirBusyError(ValueError):
     """Another process is training in the workdir."""
 
 
+class WorkdirKindError(ValueError):
+    """A workdir of another kind: a sweep's root for a run, a run for a sweep, a run's checkpoints."""
+
+
+class DamagedFileError(ValueError):
+    """run.json or sweep.json that is not what the trainer wrote; the message names the file."""
+
+
+def read_json(path: str, keys: tuple[str, ...] = ()) -> dict:
+    """run.json or sweep.json: a dict (with ``keys``), or an error naming the file."""
+    try:
+        with open(path, errors="strict") as f:
+            obj = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DamagedFileError(f"{path}: not readable JSON ({type(e).__name__}: {e}); restore it or use another workdir") from None
+    if not isinstance(obj, dict) or any(k not in obj for k in keys):
+        raise DamagedFileError(f"{path}: not the trainer's file (a JSON object with keys {list(keys)} expected); restore it or use another workdir")
+    return obj
+
+
+def check_workdir_kind(workdir: str, kind: str) -> None:
+    """Refuse to train a ``kind`` ("run" or "sweep") where the other kind lives, or inside a run's
+    checkpoint folder: the runs' files would mix, and a later checkpoint cleanup could delete one."""
+    path = os.path.abspath(workdir)
+    if kind == "run" and is_sweep(path):
+        raise WorkdirKindError(f"workdir {workdir} is a sweep's root (it holds {SWEEP_FILE}): run launch/sweep.py on it, or train elsewhere")
+    if kind == "sweep" and os.path.isfile(os.path.join(path, RUN_FILE)):
+        raise WorkdirKindError(f"workdir {workdir} holds a training run ({RUN_FILE}), not a sweep: give the sweep another workdir")
+    parent = os.path.dirname(path)
+    while parent != os.path.dirname(parent):
+        if os.path.basename(parent) == "checkpoints" and os.path.isfile(os.path.join(os.path.dirname(parent), RUN_FILE)):
+            raise WorkdirKindError(f"workdir {workdir} is inside the checkpoint folder of the run in {os.path.dirname(parent)}: train elsewhere")
+        parent = os.path.dirname(parent)
+
+
 @contextlib.contextmanager
 def workdir_lock(workdir: str):
     """Hold ``<workdir>/.lock`` (process 0) while training: a second run started on the same

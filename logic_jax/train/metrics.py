@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from typing import Sequence
 
 import jax
@@ -37,18 +38,28 @@ def _clean(x):
 
 
 def read_jsonl(path: str) -> list[dict]:
+    """The log's records. A last line cut by a kill is dropped; any other unreadable line is
+    skipped with a warning, so one damaged line never costs the records after it."""
     if not os.path.exists(path):
         return []
-    out = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a kill
-                break
+    out, bad = [], []
+    with open(path, errors="replace") as f:
+        lines = [line.strip() for line in f]
+    while lines and not lines[-1]:
+        lines.pop()
+    for number, line in enumerate(lines, 1):
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            out.append(record)
+        elif number < len(lines):
+            bad.append(number)
+    if bad:
+        warnings.warn(f"{path}: skipped unreadable line(s) {bad}", stacklevel=2)
     return out
 
 

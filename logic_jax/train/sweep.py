@@ -25,7 +25,7 @@ from logic_jax.train import config as config_lib
 from logic_jax.train import curves
 from logic_jax.train.checkpoint import CheckpointError
 from logic_jax.train.evaluate import steps_to_perfect
-from logic_jax.train.files import SWEEP_FILE, write_json
+from logic_jax.train.files import SWEEP_FILE, check_workdir_kind, read_json, write_json
 from logic_jax.train.preemption import StopRequest
 from logic_jax.train.state import members_of
 from logic_jax.train.step import MeshError, make_mesh
@@ -93,9 +93,9 @@ def groups(pts: list[dict]) -> list[list[dict]]:
 def check_sweep_workdir(workdir: str, config) -> None:
     path = os.path.join(workdir, SWEEP_FILE)
     new = config_lib.to_dict(config)
+    check_workdir_kind(workdir, "sweep")
     if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
+        saved = read_json(path)
         diffs = config_lib.differences(saved, new)
         if diffs:
             raise RunMismatchError(f"workdir {workdir} holds a sweep of another config; differing keys: {'; '.join(diffs)}")

@@ -24,7 +24,7 @@ from absl import logging
 from logic_jax.train import config as config_lib
 from logic_jax.train import evaluate as evaluate_lib
 from logic_jax.train.checkpoint import CHECKPOINT_DIR, Checkpointer, CheckpointError, checkpoint_dir
-from logic_jax.train.files import RUN_FILE, workdir_lock, write_json
+from logic_jax.train.files import RUN_FILE, check_workdir_kind, read_json, workdir_lock, write_json
 from logic_jax.train.metrics import RunLog
 from logic_jax.train.preemption import StopRequest
 from logic_jax.train.state import Member, members_of, spans_points, stack_members
@@ -103,8 +103,7 @@ def check_workdir(workdir: str, info: dict) -> None:
     path = os.path.join(workdir, RUN_FILE)
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        saved = json.load(f)
+    saved = read_json(path, ("config", "members"))
     diffs = config_lib.differences(saved["config"], info["config"])
     if diffs:
         raise RunMismatchError(f"workdir {workdir} holds a run of another config; differing keys: {'; '.join(diffs)}")
@@ -164,6 +163,7 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
     checkpoint_dir(workdir)  # refuses a URL before anything is written
     if os.path.basename(os.path.abspath(workdir)) == CHECKPOINT_DIR:
         raise CheckpointError(f"workdir {workdir}: '{CHECKPOINT_DIR}' is the name of a run's checkpoint folder; pass the run's directory (its parent) or another name")
+    check_workdir_kind(workdir, "run")
     os.makedirs(workdir, exist_ok=True)
     with workdir_lock(workdir):
         return _train_locked(config, workdir, members, info, desc, stop)
