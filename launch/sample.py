@@ -44,6 +44,10 @@ def main(argv):
         raise app.UsageError(f"--out={F.out}: no such directory {os.path.dirname(os.path.abspath(F.out))}")
     if F.out and os.path.isdir(F.out):
         raise app.UsageError(f"--out={F.out} is a directory; name a file")
+    try:  # opened before any sampling: an unwritable path fails at once
+        out = open(F.out, "w" if F.format == "jsonl" else "wb") if F.out else sys.stdout  # a file object: np.savez adds no ".npz"
+    except OSError as e:
+        raise app.UsageError(f"--out={F.out}: cannot write it ({e.strerror})") from None
 
     import jax  # after flag parsing, so --help and usage errors are instant
     import numpy as np
@@ -54,7 +58,6 @@ def main(argv):
 
     key = jax.random.key(F.seed)
     chunks = [(start, min(F.chunk, F.num - start)) for start in range(0, F.num, F.chunk)]
-    out = open(F.out, "w") if (F.out and F.format == "jsonl") else sys.stdout
     arrays = []
     with tqdm(total=F.num, unit="problem", disable=len(chunks) == 1, file=sys.stderr) as bar:
         for start, size in chunks:
@@ -67,9 +70,8 @@ def main(argv):
             bar.update(size)
     if F.format == "npz":
         merged = {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
-        with open(F.out, "wb") as f:  # a path, not a file, would get ".npz" appended
-            np.savez_compressed(f, config=json.dumps(cfg.to_dict()), **merged)
-    elif out is not sys.stdout:
+        np.savez_compressed(out, config=json.dumps(cfg.to_dict()), **merged)
+    if out is not sys.stdout:
         out.close()
 
 

@@ -17,7 +17,7 @@ from logic_jax.problem.config import ProblemConfig
 from logic_jax.problem.records import batch_arrays
 from logic_jax.problem.sampler import sample
 from logic_jax.train import evaluate as evaluate_lib
-from logic_jax.train import inspection, trainer
+from logic_jax.train import curves, inspection, trainer
 from logic_jax.train.checkpoint import CheckpointError, member_digests
 from train_fixtures import tiny_config
 
@@ -126,6 +126,9 @@ def test_inspect_errors(run, tmp_path):
     bad.write_text(json.dumps(dict(records[0], answer=[t + 0.5 for t in records[0]["answer"]])) + "\n")
     with pytest.raises(evaluate_lib.ProblemsFileError, match=r"record 1: needs 'context' and 'answer' as lists of token ids .*is not an integer"):
         inspection.inspect_run(workdir, problems_file=str(bad))
+    bad.write_text(json.dumps(dict(records[0], context=[float("inf")] + records[0]["context"][1:])) + "\n")  # "Infinity"
+    with pytest.raises(evaluate_lib.ProblemsFileError, match=r"record 1: needs 'context' and 'answer' as lists of token ids .*inf is not an integer"):
+        inspection.inspect_run(workdir, problems_file=str(bad))
     bad.write_text(json.dumps(dict(records[0], answer=[float(t) for t in records[0]["answer"]])) + "\n")
     assert inspection.inspect_run(workdir, problems_file=str(bad))["problems"]["n"] == 1  # 5.0 is the id 5
     with pytest.raises(evaluate_lib.ProblemsFileError, match=rf"{re.escape(str(tmp_path))}: cannot read it \(Is a directory\)"):
@@ -158,6 +161,10 @@ def test_inspect_reads_the_npz_of_sample_py(run, tmp_path):
         np.savez_compressed(f, tokens=np.asarray(batch.tokens))
     with pytest.raises(evaluate_lib.ProblemsFileError, match=r"not an npz of launch/sample.py \(no answer_mask, config\)"):
         inspection.inspect_run(workdir, problems_file=str(npz))
+    with open(npz, "wb") as f:
+        np.savez_compressed(f, config=json.dumps(ProblemConfig(depth=2).to_dict()), tokens=np.asarray(batch.tokens), answer_mask=np.asarray(batch.answer_mask)[:, :-1])
+    with pytest.raises(evaluate_lib.ProblemsFileError, match=r"tokens \(24, \d+\) and answer_mask \(24, \d+\) must be 2-D arrays of one shape"):
+        inspection.inspect_run(workdir, problems_file=str(npz))
 
 
 def test_inspect_attention_draws_a_png(run, tmp_path):
@@ -168,6 +175,15 @@ def test_inspect_attention_draws_a_png(run, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     out = _cli(f"--workdir={workdir}", f"--attention={tmp_path / 'x.png'}", "--seed=99")
     assert out.returncode == 1 and "seed" in out.stderr
+    out = _cli(f"--workdir={workdir}", f"--attention={tmp_path / 'x.png'}", "--tokens=1,a")
+    assert out.returncode != 0 and "--tokens must be comma-separated integer token ids, got '1,a'" in out.stderr and "Traceback" not in out.stderr
+    from logic_jax.analysis import common, examples
+
+    with pytest.raises(common.AnalysisError, match=r"token ids must be in 0\.\.\d+, got 1\.\.99999999999"):
+        examples.draw_example(workdir, str(tmp_path / "x.png"), tokens=[1, 99999999999])
+    no_extension = tmp_path / "attention_plot"
+    assert examples.draw_example(workdir, str(no_extension)) == str(no_extension)
+    assert no_extension.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not (tmp_path / "attention_plot.png").exists()
 
 
 def test_inspect_curves_draws_the_log(run, tmp_path):
@@ -178,6 +194,10 @@ def test_inspect_curves_draws_the_log(run, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     out = _cli(f"--workdir={tmp_path}", f"--curves={png}")
     assert out.returncode == 1 and f"no metrics.jsonl in {tmp_path}" in out.stderr and "Traceback" not in out.stderr
+    out = _cli(f"--workdir={workdir}", f"--curves={tmp_path / ('x' * 300)}")  # cannot be written, even by root
+    assert out.returncode == 1 and "error: [Errno 36] File name too long" in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+    no_extension = tmp_path / "curves_plot"
+    assert curves.draw_run(workdir, str(no_extension)) == str(no_extension) and no_extension.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 GPU_CHECKPOINT = os.path.join(REPO, "tests", "data", "gpu_checkpoint")

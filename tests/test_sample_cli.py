@@ -78,6 +78,9 @@ def test_bad_flags_name_the_field(tmp_path):
     assert proc.returncode != 0 and f"no such directory {tmp_path / 'missing'}" in proc.stderr and "Traceback" not in proc.stderr
     proc = run(f"--out={tmp_path}")
     assert proc.returncode != 0 and "is a directory; name a file" in proc.stderr
+    for fmt_flag in ("--format=jsonl", "--format=npz"):  # a name too long fails to open, even for root
+        proc = run(f"--out={tmp_path / ('x' * 300)}", fmt_flag)
+        assert proc.returncode != 0 and "cannot write it (File name too long)" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
 def test_read_jsonl_errors_name_the_file_and_line(tmp_path):

@@ -38,11 +38,12 @@ def attention_example(workdir: str, seed: int = 0, tokens: Sequence[int] | None 
         tokens = np.asarray(batch.tokens[0, :n])
         source = f"sampled problem (key {key})"
     else:
-        tokens = np.asarray(tokens, np.int32)
+        tokens = np.asarray(tokens)  # not int32 yet: an id past int32 must be named, not overflow
         if tokens.ndim != 1 or not 0 < len(tokens) <= model_cfg.max_len:
             raise common.AnalysisError(f"tokens must be one sequence of 1..{model_cfg.max_len} ids, got shape {tokens.shape}")
         if tokens.min() < 0 or tokens.max() >= fmt.VOCAB_SIZE:
             raise common.AnalysisError(f"token ids must be in 0..{fmt.VOCAB_SIZE - 1}, got {tokens.min()}..{tokens.max()}")
+        tokens = tokens.astype(np.int32)
         source = "given problem"
     pattern = attention.patterns(common.forward_for(model_cfg), params, tokens[None], model_cfg.n_layers)[0]
     title = f"{workdir}, step {step}, seed {seed}: {source}\n{fmt.render(tokens)}"

@@ -16,13 +16,14 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
 from logic_jax.analysis.common import AnalysisError, token_labels
+from logic_jax.train.files import image_format
 
 DPI = 90
 
 
 def _save(fig: Figure, path: str) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=DPI)  # constrained layout already fits the labels
+    fig.savefig(path, dpi=DPI, format=image_format(path))  # constrained layout already fits the labels
     return path
 
 

@@ -60,6 +60,8 @@ def read_npz(path: str) -> list[dict]:
                 raise ValueError(f"{path}: not an npz of launch/sample.py (no {', '.join(missing)})")
             context_len = fmt.context_len(int(json.loads(str(z["config"]))["depth"]))
             tokens, mask = z["tokens"], z["answer_mask"].astype(bool)
+            if tokens.ndim != 2 or mask.shape != tokens.shape:
+                raise ValueError(f"{path}: tokens {tokens.shape} and answer_mask {mask.shape} must be 2-D arrays of one shape")
     except (zipfile.BadZipFile, KeyError, TypeError, json.JSONDecodeError) as e:  # a damaged or foreign zip
         raise ValueError(f"{path}: not a readable npz of launch/sample.py ({e})") from None
     return [{"context": t[:context_len].tolist(), "answer": t[m].tolist()} for t, m in zip(tokens, mask)]

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from logic_jax.train.checkpoint import checkpoint_dir
-from logic_jax.train.files import RUN_FILE
+from logic_jax.train.files import RUN_FILE, image_format
 from logic_jax.train.metrics import METRICS_FILE, read_jsonl
 
 CURVES_FILE = "curves.png"
@@ -122,7 +122,7 @@ def figure(runs: Sequence[Curves], point_labels: dict[int, str] | None = None, t
 def draw(runs: Sequence[Curves], path: str, point_labels: dict[int, str] | None = None, title: str = "") -> str:
     """``figure`` saved to ``path``."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure(runs, point_labels, title).savefig(path, dpi=90)
+    figure(runs, point_labels, title).savefig(path, dpi=90, format=image_format(path))
     return path
 
 

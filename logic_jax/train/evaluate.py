@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import math
 from typing import Sequence
 
 import jax
@@ -83,7 +84,7 @@ def _ids(values) -> list[int]:
     """Token ids from a JSON list: integers (or integral floats such as 5.0), nothing else."""
     ids = []
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or int(v) != v:
             raise ValueError(f"{v!r} is not an integer token id")
         ids.append(int(v))
     return ids

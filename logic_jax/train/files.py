@@ -18,6 +18,12 @@ SWEEP_FILE = "sweep.json"  # a sweep's config (sweep.py)
 LOCK_FILE = ".lock"  # held by the process 0 that trains in the workdir
 
 
+def image_format(path: str) -> str | None:
+    """matplotlib's ``format`` for ``path``: PNG where it has no extension (else matplotlib writes
+    ``path + ".png"``, not the file named), else None (the extension's: pdf, svg, ...)."""
+    return None if os.path.splitext(path)[1] else "png"
+
+
 def is_sweep(workdir: str) -> bool:
     """Whether ``workdir`` is a sweep's root (its runs are its groups)."""
     return os.path.isfile(os.path.join(workdir, SWEEP_FILE))

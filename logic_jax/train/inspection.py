@@ -171,14 +171,17 @@ def main(argv) -> None:
         if FLAGS.attention:
             from logic_jax.analysis import examples
 
-            tokens = None if FLAGS.tokens is None else [int(t) for t in FLAGS.tokens]
+            try:
+                tokens = None if FLAGS.tokens is None else [int(t) for t in FLAGS.tokens]
+            except ValueError:
+                raise app.UsageError(f"--tokens must be comma-separated integer token ids, got {','.join(FLAGS.tokens)!r}") from None
             path = examples.draw_example(
                 FLAGS.workdir, FLAGS.attention, seed=FLAGS.seed, tokens=tokens, query=FLAGS.query, with_answer=FLAGS.with_answer, step=FLAGS.step
             )
             print(f"wrote {path}")
             return
         report = inspect_run(FLAGS.workdir, FLAGS.step, FLAGS.problems, FLAGS.num_problems)
-    except (ValueError, KeyError) as e:  # CheckpointError, ProblemsFileError, ConfigError
+    except (ValueError, KeyError, OSError) as e:  # CheckpointError, ProblemsFileError, ConfigError; a PNG that cannot be written
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     print(json.dumps(report, indent=1) if FLAGS.format == "json" else format_text(report))
