@@ -36,11 +36,8 @@ def main(argv):
     from logic_jax.train import sweep
     from logic_jax.train.preemption import exit_status
 
-    try:
+    with cli.exit_on_error():
         rows, stopped_by, diverged = sweep.run_sweep(FLAGS.config, FLAGS.workdir)
-    except (ValueError, OSError) as e:  # config, workdir, mesh, checkpoint errors; a full disk
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
     if jax.process_index() == 0:
         print(sweep.summary_markdown(rows), flush=True)
         for message in diverged:

@@ -39,11 +39,8 @@ def main(argv):
     from logic_jax.train.preemption import exit_status
 
     logging.info("devices: %s (process %d of %d)", jax.devices(), jax.process_index(), jax.process_count())
-    try:
+    with cli.exit_on_error():
         result = trainer.train(FLAGS.config, FLAGS.workdir)
-    except (ValueError, FloatingPointError, OSError) as e:  # config, workdir, mesh, checkpoint errors; divergence; a full disk
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
     if result.evals:
         step, metrics = result.evals[-1]
         label = f"step {step}" if step == result.step else f"last evaluation (step {step}; stopped at {result.step})"

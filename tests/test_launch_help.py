@@ -47,5 +47,12 @@ def test_config_mistakes_are_one_line_errors(tmp_path, script, args, message):
     assert not workdir.exists()
 
 
+def test_a_device_out_of_memory_is_one_line_naming_the_keys(tmp_path):
+    args = ["--config=configs/tiny_cpu.py", "--config.batch_size=1000000000", "--config.num_seeds=1", "--config.num_devices=1", "--config.steps_per_call=5", "--config.progress=False"]
+    proc = subprocess.run([sys.executable, os.path.join("launch", "train.py"), f"--workdir={tmp_path / 'w'}", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "error: out of device memory (RESOURCE_EXHAUSTED: Out of memory allocating" in proc.stderr and "lower config key batch_size" in proc.stderr
+
+
 def test_every_launch_script_is_covered():
     assert sorted(f for f in os.listdir(os.path.join(ROOT, "launch")) if f.endswith(".py")) == sorted(FLAGS)

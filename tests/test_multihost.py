@@ -141,6 +141,8 @@ def test_sigterm_to_one_host_stops_both_at_one_step_and_the_rerun_resumes(tmp_pa
     [
         (["--num_processes=2"], "--num_processes only apply with --multihost"),
         (["--multihost", "--num_processes=2", "--process_id=2"], "--process_id=2 must be below --num_processes=2"),
+        (["--multihost", "--coordinator_address=notahost"], "--coordinator_address=notahost: must be host:port"),
+        (["--multihost"], "--multihost: jax.distributed.initialize failed (ValueError"),  # no cluster manager here
     ],
 )
 def test_bad_multihost_flags_are_named(tmp_path, flags, message):

@@ -258,6 +258,7 @@ def test_decode_stops_at_eos_and_scores():
         (dict(**{"problem.depth": 1}), "depth"),
         (dict(**{"optim.b2": 1.5}), "optim.b2"),
         (dict(**{"optim.clip_norm": 0.0}), "optim.clip_norm': must be > 0"),  # would zero every gradient
+        (dict(**{"optim.eps": 0.0}), "optim.eps': must be > 0"),  # 0/0 where a gradient is zero
         (dict(**{"optim.lr": float("nan")}), "optim.lr': must be a finite number"),
         (dict(seed=-1), "'seed': must be an integer >= 0"),  # PRNGKey(-1) is PRNGKey(2**32 - 1)
         (dict(seed=2**32), "would repeat seed 0"),

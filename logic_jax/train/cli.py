@@ -9,6 +9,7 @@ the file, as absl reports a bad flag:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 
@@ -41,6 +42,34 @@ def unknown_key_message(error: Exception, argv: list[str]) -> str:
                 message += "; a new sweep axis goes in a config file (copy configs/sweep.py and add it there)"
             return message
     return f"unknown config key in a --config override: {text.strip()}"
+
+
+def out_of_memory_message(error: Exception) -> str | None:
+    """One line for XLA's RESOURCE_EXHAUSTED (a device allocation failed), naming the config keys
+    that size memory; None for any other error (re-raised as it is)."""
+    text = str(error).strip()
+    if "RESOURCE_EXHAUSTED" not in text:
+        return None
+    return (f"out of device memory ({text.splitlines()[0][:300]}); lower config key batch_size, eval_size or num_seeds, "
+            "or spread the seeds over more devices (num_devices); checkpoints already written are kept")
+
+
+@contextlib.contextmanager
+def exit_on_error():
+    """What the launchers report as one ``error:`` line and exit status 1, not a traceback: config,
+    workdir, mesh and checkpoint errors (ValueError), divergence, OSError (a full disk), and a
+    device out of memory."""
+    try:
+        yield
+    except (ValueError, FloatingPointError, OSError) as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)
+    except RuntimeError as e:  # jax.errors.JaxRuntimeError (jax is not imported here: --help stays fast)
+        message = out_of_memory_message(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _fail(message: str):

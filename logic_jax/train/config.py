@@ -124,6 +124,8 @@ def check(config, *, extra_keys: tuple[str, ...] = ()) -> None:
             raise ConfigError(f"config key 'optim.{key}': must be a finite number >= 0, got {o[key]!r}")
     if o["clip_norm"] == 0:  # clip_by_global_norm(0) zeroes every gradient
         raise ConfigError("config key 'optim.clip_norm': must be > 0 (the global norm gradients are clipped to), got 0")
+    if o["eps"] == 0:  # Adam divides by sqrt(nu) + eps: 0/0 at the first step of a zero gradient
+        raise ConfigError("config key 'optim.eps': must be > 0 (Adam's denominator is sqrt(nu) + eps), got 0")
     for key in ("b1", "b2"):
         if not 0 <= o[key] < 1:
             raise ConfigError(f"config key 'optim.{key}': must be in [0, 1), got {o[key]!r}")

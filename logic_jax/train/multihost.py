@@ -32,11 +32,18 @@ def initialize() -> None:
         return
     if NUM_PROCESSES.value is not None and PROCESS_ID.value is not None and PROCESS_ID.value >= NUM_PROCESSES.value:
         raise app.UsageError(f"--process_id={PROCESS_ID.value} must be below --num_processes={NUM_PROCESSES.value}")
+    address = COORDINATOR_ADDRESS.value
+    if address is not None and not address.rpartition(":")[2].isdigit():
+        raise app.UsageError(f"--coordinator_address={address}: must be host:port (process 0's host and a free port)")
     import jax
 
     # Signals are the trainer's (preemption.StopRequest): JAX's preemption service would catch
     # SIGTERM first, and orbax's saves share its sync-point counter, so the hosts never agree.
     jax.config.update("jax_enable_preemption_service", False)
-    jax.distributed.initialize(
-        coordinator_address=COORDINATOR_ADDRESS.value, num_processes=NUM_PROCESSES.value, process_id=PROCESS_ID.value
-    )
+    try:
+        jax.distributed.initialize(coordinator_address=address, num_processes=NUM_PROCESSES.value, process_id=PROCESS_ID.value)
+    except (ValueError, RuntimeError) as e:  # no cluster detected, or the coordinator not reached
+        raise app.UsageError(
+            f"--multihost: jax.distributed.initialize failed ({type(e).__name__}: {e}); where no cluster manager "
+            "(Slurm, Open MPI, Kubernetes, Cloud TPU) is detected, pass --coordinator_address=host:port --num_processes=N --process_id=I"
+        ) from None
