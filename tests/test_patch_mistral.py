@@ -330,3 +330,11 @@ def test_a_model_that_cannot_tell_the_pairs_apart_gives_undefined_effects_not_nu
     json.loads((tmp_path / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"summary.json holds {c}"))
     report = (tmp_path / "report.md").read_text()
     assert "normalised effects are undefined" in report and "head_z.png" not in report and not (tmp_path / "head_z.png").exists()
+
+
+def test_prompts_longer_than_the_models_positions_are_refused_before_the_weights(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "load_params", lambda *a, **k: pytest.fail("weights loaded before the length check"))
+    cfg = study.StudyConfig(num_pairs=2, shots=8, circuit=TINY_CIRCUIT)  # past the tiny config's 256 positions
+    with pytest.raises(study.PromptError, match=r"the prompts need \d+ positions \(\d+ tokens \+ \d+ decoded for the accuracy\), past max_position_embeddings=256"):
+        study.run_study(tiny["directory"], tmp_path / "out", cfg, progress=False)
+    assert not (tmp_path / "out").exists()

@@ -34,7 +34,7 @@ import numpy as np
 from logic_jax.analysis.common import to_json
 from logic_jax.llm import accuracy, attention_stats, circuit as circuit_lib, report, sweeps
 from logic_jax.llm.batches import make_batches
-from logic_jax.llm.prompts import PromptConfig, build_pairs
+from logic_jax.llm.prompts import PromptConfig, PromptError, build_pairs
 from logic_jax.llm.tokens import tokenize_pairs
 from logic_jax.models.mistral.loading import load_params, read_config
 from logic_jax.models.mistral.modeling import abstract_params
@@ -167,6 +167,13 @@ def run_study(
     pairs = build_pairs(cfg.seed, cfg.num_pairs, prompt_cfg)
     tokenized = tokenize_pairs(text_tokenizer, pairs, positions=cfg.positions)
     batches = make_batches(pairs, tokenized, cfg.batch_size)
+    steps = max(max(len(tp.clean_proof_ids), len(tp.cf_proof_ids)) for tp in tokenized) + 2  # decoded: the proof, then a newline
+    longest = max(b.length for b in batches) + (steps if cfg.accuracy else 0)
+    if longest > config.max_position_embeddings:  # RoPE would run past the positions the model was trained on
+        raise PromptError(
+            f"the prompts need {longest} positions ({max(b.length for b in batches)} tokens" + (f" + {steps} decoded for the accuracy" if cfg.accuracy else "")
+            + f"), past max_position_embeddings={config.max_position_embeddings} of {checkpoint}'s config.json: use fewer shots"
+        )
     out = output_dir(out)  # after the prompt checks (a refused prompt leaves no directory), before the weights
     timings["prompts"] = time.perf_counter() - clock
     log(f"{len(pairs)} {cfg.pair_kind} pairs, {batches[0].length} tokens, {len(batches)} batch(es) of {cfg.batch_size}")
@@ -190,7 +197,6 @@ def run_study(
     circuit_sums = np.zeros(len(circuit.variants()))
     attention_totals: dict[str, np.ndarray] = {}
     tally = accuracy.Tally()
-    steps = max(max(len(tp.clean_proof_ids), len(tp.cf_proof_ids)) for tp in tokenized) + 2  # the proof, then a newline
     clean_logits, answers = [], []
     stages = ["prepare"] + list(cfg.sweeps) + (["attribution"] if cfg.attribution else []) + ["circuit"] + (["accuracy"] if cfg.accuracy else [])
 

@@ -44,14 +44,16 @@ def unknown_key_message(error: Exception, argv: list[str]) -> str:
     return f"unknown config key in a --config override: {text.strip()}"
 
 
-def out_of_memory_message(error: Exception) -> str | None:
-    """One line for XLA's RESOURCE_EXHAUSTED (a device allocation failed), naming the config keys
-    that size memory; None for any other error (re-raised as it is)."""
+TRAINING_MEMORY = "lower config key batch_size, eval_size or num_seeds, or spread the seeds over more devices (num_devices); checkpoints already written are kept"
+
+
+def out_of_memory_message(error: Exception, remedy: str = TRAINING_MEMORY) -> str | None:
+    """One line for XLA's RESOURCE_EXHAUSTED (a device allocation failed) and what sizes memory;
+    None for any other error (re-raised as it is)."""
     text = str(error).strip()
     if "RESOURCE_EXHAUSTED" not in text:
         return None
-    return (f"out of device memory ({text.splitlines()[0][:300]}); lower config key batch_size, eval_size or num_seeds, "
-            "or spread the seeds over more devices (num_devices); checkpoints already written are kept")
+    return f"out of device memory ({text.splitlines()[0][:300]}); {remedy}"
 
 
 @contextlib.contextmanager
