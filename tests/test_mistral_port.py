@@ -434,7 +434,7 @@ def test_real_mistral_7b_configs_are_supported():
     # transformers' bookkeeping keys (a leading "_") change no math; a null theta is refused by name.
     saved = {**MISTRAL_7B_V01_CONFIG, "_name_or_path": "x", "_attn_implementation_autoset": True}
     assert mistral.config_from_hf(saved) == mistral.MistralConfig.mistral_7b_v01()
-    with pytest.raises(mistral.UnsupportedConfigError, match=r"unsupported rope_theta=None: expected a positive number"):
+    with pytest.raises(mistral.UnsupportedConfigError, match=r"unsupported rope_theta=None: expected a positive finite number"):
         mistral.config_from_hf({**MISTRAL_7B_V01_CONFIG, "rope_theta": None})
 
 

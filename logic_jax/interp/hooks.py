@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = Any
 
@@ -74,7 +75,19 @@ class Patch:
     mask: Array | None = None
     add: Array | None = None
 
-    def apply(self, x: Array) -> Array:
+    def apply(self, x: Array, site: str = "the site") -> Array:
+        # Shapes and dtypes are static even under jit/vmap: a bad patch fails here, naming the site.
+        for name in ("value", "mask", "add"):
+            field = getattr(self, name)
+            if field is None:
+                continue
+            shape = np.shape(field)
+            try:
+                np.broadcast_shapes(shape, x.shape)
+            except ValueError:
+                raise ValueError(f"Patch.{name} of shape {shape} does not broadcast against {site}'s activation {x.shape}") from None
+        if self.mask is not None and jnp.result_type(self.mask) != jnp.bool_:
+            raise TypeError(f"Patch.mask at {site} must be boolean, got {jnp.result_type(self.mask)}: a 0.5 would patch as True")
         patched = x if self.value is None else jnp.broadcast_to(jnp.asarray(self.value, x.dtype), x.shape)
         if self.add is not None:
             patched = patched + jnp.asarray(self.add, x.dtype)
@@ -86,6 +99,9 @@ class Hooks:
 
     def __init__(self, patches: Mapping[str, Patch] | None = None, cache: Iterable[str] = (), known: Iterable[str] | None = None):
         self.patches = dict(patches or {})
+        for name, patch in self.patches.items():
+            if not isinstance(patch, Patch):
+                raise TypeError(f"patches[{name!r}] must be a Patch (e.g. Patch(value=v, mask=m)), got {type(patch).__name__}")
         self.cache_names = tuple(cache)
         self.cache: dict[str, Array] = {}
         self.seen: list[str] = []  # every call, in order (a site called twice would be patched twice)
@@ -95,7 +111,7 @@ class Hooks:
     def __call__(self, name: str, x: Array) -> Array:
         self.seen.append(name)
         if name in self.patches:
-            x = self.patches[name].apply(x)
+            x = self.patches[name].apply(x, name)
         if name in self.cache_names:
             self.cache[name] = x
         return x

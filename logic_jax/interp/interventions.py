@@ -214,6 +214,8 @@ def mean_ablate(cache: Mapping[str, Array], site: str, positions: Any = None, he
     """
     if site not in cache:
         raise KeyError(f"site {site!r} is not in the cache (cached: {sorted(cache)}); run_with_cache it first")
+    if np.shape(cache[site])[0] == 0:
+        raise ValueError(f"the cache of {site!r} holds no examples (batch 0): no mean to ablate with")
     mean = jnp.mean(cache[site], axis=0, keepdims=True)
     # Positions per example ([B, n] ints or a [B, L] mask) select within the patched batch of B.
     shape = mean.shape if positions is None or np.ndim(positions) < 2 else (np.shape(positions)[0],) + mean.shape[1:]

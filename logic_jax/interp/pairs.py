@@ -139,6 +139,8 @@ def make_pairs(
 
 def context_tokens(batch: Batch, cfg: ProblemConfig) -> jax.Array:
     """``[B, context_len]``: the tokens up to ANSWER, all a causal model needs to predict the first answer token."""
+    if batch.tokens.shape[1] != cfg.seq_len:  # another depth's problems: the slice would cut them elsewhere
+        raise ValueError(f"the batch's problems are {batch.tokens.shape[1]} tokens long, but depth {cfg.depth}'s are {cfg.seq_len}: pass the config they were sampled with")
     return batch.tokens[:, : cfg.context_len]
 
 

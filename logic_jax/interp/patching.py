@@ -78,7 +78,9 @@ def _site_names(site: str | Sequence[str], layers: int | Sequence[int] | None) -
     if site in BLOCK_SITES + ATTN_SITES + ROTARY_SITES:
         if layers is None:
             raise ValueError(f"per-block site {site!r} needs layers (the number of layers, or a list of layer indices)")
-        layer_ids = range(layers) if isinstance(layers, int) else layers
+        layer_ids = range(layers) if isinstance(layers, int) and not isinstance(layers, bool) else layers
+        if isinstance(layer_ids, bool) or not all(isinstance(l, (int, np.integer)) and not isinstance(l, bool) for l in layer_ids):
+            raise ValueError(f"layers must be the number of layers or a list of layer indices (ints), got {layers!r}")
         return tuple(block_site(int(l), site) for l in layer_ids)
     if layers is not None:
         raise ValueError(f"site {site!r} is a full site name, not a per-block one {BLOCK_SITES + ATTN_SITES}; pass layers=None")

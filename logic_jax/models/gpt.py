@@ -26,6 +26,7 @@ from flax import nnx
 
 from logic_jax import dataclass_config
 from logic_jax.interp.hooks import Hooks, Patch, block_site, site_names
+from logic_jax.models.inputs import check_tokens
 from logic_jax.problem import format as fmt
 
 Array = jax.Array
@@ -191,6 +192,7 @@ class GPT(nnx.Module):
     def __call__(self, tokens: Array, hooks: Hooks | None = None) -> Array:
         """int tokens [B, L] (L <= max_len) -> float32 logits [B, L, vocab]."""
         hooks = _no_hooks if hooks is None else hooks
+        check_tokens(tokens, self.cfg.vocab_size)
         length = tokens.shape[-1]
         if length > self.cfg.max_len:
             raise ValueError(f"sequence length {length} exceeds the model's max_len={self.cfg.max_len}")

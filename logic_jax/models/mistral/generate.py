@@ -39,9 +39,15 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndar
     return tokens, mask
 
 
+def check_new_tokens(max_new_tokens) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:  # 0 aborts inside XLA
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+
+
 @functools.partial(jax.jit, static_argnames=("forward", "max_new_tokens"))
 def greedy_decode(forward, params, tokens: jax.Array, attention_mask: jax.Array, max_new_tokens: int) -> jax.Array:
     """The ``max_new_tokens`` greedy continuations ``[batch, max_new_tokens]`` of left-padded prompts."""
+    check_new_tokens(max_new_tokens)
     batch, prompt_len = tokens.shape
     buffer = jnp.concatenate([tokens, jnp.zeros((batch, max_new_tokens), tokens.dtype)], axis=1)
     mask = jnp.concatenate([attention_mask, jnp.ones((batch, max_new_tokens), attention_mask.dtype)], axis=1)
@@ -79,6 +85,9 @@ def generate_text(
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
     if mesh not in MODES:
         raise ValueError(f"unknown mesh {mesh!r}; choose one of {MODES}")
+    check_new_tokens(max_new_tokens)
+    if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r:.80}")
     config = read_config(checkpoint)  # also the clear error for a missing directory
     text_tokenizer = load_tokenizer(checkpoint, config, tokenizer)
     # Everything the config and the tokenizer can refuse, before the weights (14 GB for 7B) are read.

@@ -98,8 +98,8 @@ def _rope_theta(hf: dict, source: str) -> float:
 
 
 def _theta(value: Any, field: str, source: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        _refuse(field, value, "expected a positive number", source)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not value > 0:
+        _refuse(field, value, "expected a positive finite number", source)
     return float(value)
 
 
@@ -114,12 +114,12 @@ def config_from_hf(hf: dict, source: str = CONFIG_FILE) -> MistralConfig:
     if hf.get("model_type", "mistral") != "mistral":
         _refuse("model_type", hf["model_type"], "this port runs model_type='mistral' only", source)
     architectures = hf.get("architectures") or ["MistralForCausalLM"]
-    if "MistralForCausalLM" not in architectures:
+    if not isinstance(architectures, list) or "MistralForCausalLM" not in architectures:  # a list: "in" on a string is a substring test
         _refuse("architectures", architectures, "expected MistralForCausalLM", source)
     if hf.get("hidden_act", "silu") != "silu":
         _refuse("hidden_act", hf["hidden_act"], "the MLP is SiLU-gated", source)
     if hf.get("tie_word_embeddings", False):
-        _refuse("tie_word_embeddings", True, "this port has an untied LM head (lm_head.weight)", source)
+        _refuse("tie_word_embeddings", hf["tie_word_embeddings"], "this port has an untied LM head (lm_head.weight): false expected", source)
     for bias in ("attention_bias", "mlp_bias"):
         if hf.get(bias, False):
             _refuse(bias, hf[bias], "Mistral projections have no bias", source)
@@ -199,7 +199,7 @@ def read_config(checkpoint_dir: str | os.PathLike) -> MistralConfig:
         raise CheckpointError(f"{path}: missing (a Hugging Face checkpoint directory has a config.json)")
     try:
         hf = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(hf, dict):
         raise CheckpointError(f"{path}: a JSON {type(hf).__name__}, not an object of config fields")
@@ -228,7 +228,9 @@ def read_safetensors_header(path: Path) -> dict[str, dict]:
     header.pop("__metadata__", None)
     for name, entry in header.items():
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets) and "dtype" in entry and "shape" in entry):
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        shape_ok = isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets) and isinstance(entry.get("dtype"), str) and shape_ok):
             raise CheckpointError(f"{path}: corrupt safetensors header: tensor {name!r} lacks a dtype, a shape or two data_offsets ({entry!r})")
     data_end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
     expected = 8 + header_len + data_end
@@ -248,7 +250,7 @@ def locate_tensors(checkpoint_dir: str | os.PathLike) -> dict[str, tuple[Path, d
             weight_map = json.loads(index_path.read_text())["weight_map"]
             if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
                 raise TypeError(f"'weight_map' is a {type(weight_map).__name__}, not an object of tensor name -> file name")
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
             raise CheckpointError(f"{index_path}: not a safetensors index with a 'weight_map' ({err!r})") from err
         files = sorted(set(weight_map.values()))
     elif (directory / SINGLE_FILE).is_file():
@@ -336,6 +338,12 @@ def load_params(
     """
     from tqdm.auto import tqdm
 
+    try:
+        floating = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+    except TypeError:
+        floating = False
+    if not floating:  # an int dtype would truncate every weight
+        raise ValueError(f"load dtype must be a floating type (bfloat16, float32, ...), got {dtype!r}")
     config = config or read_config(checkpoint_dir)
     abstract = abstract_params(config, dtype)
     plan = plan_load(config, locate_tensors(checkpoint_dir), abstract)

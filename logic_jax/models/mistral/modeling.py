@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from logic_jax.interp.hooks import Hooks, Patch, block_site, site_names
+from logic_jax.models.inputs import check_tokens
 from logic_jax.models.mistral.config import MistralConfig
 
 Array = Any
@@ -201,6 +202,7 @@ class Mistral(nnx.Module):
         padding, ``positions`` default to counting real tokens only, as ``generate`` does in HF.
         """
         hooks = hooks if hooks is not None else Hooks(known=self.sites())
+        check_tokens(tokens, self.config.vocab_size)
         if positions is None:
             if attention_mask is None:
                 positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)

@@ -1,0 +1,21 @@
+"""What both models check of their token input before the first layer."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def check_tokens(tokens, vocab_size: int) -> None:
+    """``tokens`` must be int ``[batch, pos]`` (checked under jit too: shapes and dtypes are
+    static) with ids in ``0..vocab_size-1`` (checked where the ids are concrete): an embedding
+    lookup would clamp a bad id to the last row and return a finite, wrong answer."""
+    shape, dtype = np.shape(tokens), jnp.result_type(tokens)
+    if len(shape) != 2 or not jnp.issubdtype(dtype, jnp.integer):
+        raise ValueError(f"tokens must be an integer array [batch, pos], got {dtype} of shape {shape}")
+    if not isinstance(tokens, jax.core.Tracer) and np.size(tokens):
+        ids = np.asarray(tokens)
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(f"token ids must be in 0..{vocab_size - 1}, got {lo}..{hi}")
