@@ -103,3 +103,19 @@ def test_config_and_header_values_are_refused_by_name(tiny_mistral, tmp_path):
     (tmp_path / "x.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
     with pytest.raises(CheckpointError, match=r"tensor 'w' lacks a dtype, a shape or two data_offsets"):
         read_safetensors_header(tmp_path / "x.safetensors")
+
+
+def test_metric_indices_past_the_end_are_nan_and_a_batch_mismatch_is_named():
+    from logic_jax.interp.metrics import logit_diff
+
+    logits = jnp.arange(30, dtype=jnp.float32).reshape(2, 3, 5)
+    np.testing.assert_array_equal(logit_diff(logits, jnp.array([2, 1]), jnp.array([1, 0]), jnp.array([0, 2])), [1.0, -2.0])
+    assert np.isnan(logit_diff(logits, jnp.array([3, 1]), jnp.array([1, 0]), jnp.array([0, 5]))).all()  # were clamped to 2 and 4
+    with pytest.raises(ValueError, match=r"pos of shape \(3,\) does not match the batch of 2"):
+        LogitDiff(jnp.array([1, 1, 1]), jnp.array([1, 0]), jnp.array([0, 2]))(logits)
+
+
+@pytest.mark.parametrize("positions, message", [([], "positions is empty"), (["a"], "positions must be ints or a boolean mask"), ([2**40], "positions must be ints or a boolean mask")])
+def test_bad_positions_name_the_site(positions, message):
+    with pytest.raises(ValueError, match=rf"site 'blocks.0.hook_resid_pre': {message}"):
+        iv.zero_ablate("blocks.0.hook_resid_pre", (2, 8, 16), positions=positions)

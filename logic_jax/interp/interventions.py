@@ -91,7 +91,12 @@ def position_table(site: str, positions: Any, seq_len: int, sweep: bool) -> Arra
     """
     if positions is None:
         return jnp.eye(seq_len, dtype=bool)[:, None, :] if sweep else jnp.ones((1, 1, seq_len), bool)
-    pos = jnp.asarray(positions)
+    if np.size(positions) == 0:
+        raise ValueError(f"site {site!r}: positions is empty; pass None for every position")
+    try:
+        pos = jnp.asarray(positions)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"site {site!r}: positions must be ints or a boolean mask, got {positions!r:.80} ({e})") from None
     if pos.dtype == jnp.bool_:
         if sweep:
             raise ValueError(f"site {site!r}: a boolean position mask cannot be swept; pass int positions")

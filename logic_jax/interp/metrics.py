@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = Any
 
@@ -18,10 +19,14 @@ def logit_diff(logits: Array, pos: Array | int, tok_a: Array, tok_b: Array) -> A
     the first answer token); ``tok_a``, ``tok_b`` ``[B]`` (clean and counterfactual first tokens).
     """
     batch = logits.shape[0]
+    for name, x in (("pos", pos), ("tok_a", tok_a), ("tok_b", tok_b)):  # shapes are static under jit
+        if np.ndim(x) and np.shape(x) != (batch,):
+            raise ValueError(f"logit_diff: {name} of shape {np.shape(x)} does not match the batch of {batch} in logits {logits.shape}")
     pos = jnp.broadcast_to(jnp.asarray(pos), (batch,))
     rows = jnp.arange(batch)
-    scored = logits[rows, pos]  # [B, V]
-    return scored[rows, tok_a] - scored[rows, tok_b]
+    # An index past the end is NaN, not clamped to the last position or token (a finite wrong LD).
+    scored = logits.at[rows, pos].get(mode="fill", fill_value=jnp.nan)  # [B, V]
+    return scored.at[rows, tok_a].get(mode="fill", fill_value=jnp.nan) - scored.at[rows, tok_b].get(mode="fill", fill_value=jnp.nan)
 
 
 def normalized_effect(patched: Array, clean: Array, cf: Array) -> Array:
