@@ -115,7 +115,16 @@ def test_metric_indices_past_the_end_are_nan_and_a_batch_mismatch_is_named():
         LogitDiff(jnp.array([1, 1, 1]), jnp.array([1, 0]), jnp.array([0, 2]))(logits)
 
 
-@pytest.mark.parametrize("positions, message", [([], "positions is empty"), (["a"], "positions must be ints or a boolean mask"), ([2**40], "positions must be ints or a boolean mask")])
+@pytest.mark.parametrize("positions, message", [([], "positions is empty"), ([None], "positions must be ints or a boolean mask"), ([2**40], "positions must be ints or a boolean mask")])
 def test_bad_positions_name_the_site(positions, message):
     with pytest.raises(ValueError, match=rf"site 'blocks.0.hook_resid_pre': {message}"):
         iv.zero_ablate("blocks.0.hook_resid_pre", (2, 8, 16), positions=positions)
+
+
+def test_pairs_of_other_lengths_are_named(pairs):
+    from logic_jax.interp.pairs import logit_diff_metric
+    from logic_jax.problem.sampler import sample
+
+    other = sample(jax.random.PRNGKey(2), PROBLEM, 3)
+    with pytest.raises(ValueError, match="4 clean problems but 3 counterfactual ones"):
+        logit_diff_metric(pairs[0], other)

@@ -60,6 +60,14 @@ def site_names(n_layers: int, rotary: bool = False, embed: bool = True) -> tuple
     return tuple(names)
 
 
+def concrete(x: Any) -> np.ndarray | None:
+    """The value of ``x`` as numpy if it is known at trace time (outside jit and vmap), else None."""
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Patch:

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from logic_jax.interp.hooks import Patch
+from logic_jax.interp.hooks import Patch, concrete
 
 Array = Any
 Forward = Callable[..., tuple[Array, dict[str, Array]]]
@@ -75,14 +75,6 @@ def _shape_of(like: Any) -> tuple[int, ...]:
 
 
 # --- Position and head selections as boolean tables ------------------------------------------
-def _concrete(x: Any) -> np.ndarray | None:
-    """The value of ``x`` as numpy if it is known at trace time, else None."""
-    try:
-        return np.asarray(x)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return None
-
-
 def position_table(site: str, positions: Any, seq_len: int, sweep: bool) -> Array:
     """Boolean ``[J, B|1, L]``: row ``j`` selects the positions of sweep cell ``j``.
 
@@ -107,7 +99,7 @@ def position_table(site: str, positions: Any, seq_len: int, sweep: bool) -> Arra
         raise ValueError(f"site {site!r}: positions must be ints or a boolean mask, got dtype {pos.dtype}")
     if pos.ndim > 2:
         raise ValueError(f"site {site!r}: positions must be an int, [n] or [B, n], got shape {pos.shape}")
-    values = _concrete(pos)
+    values = concrete(pos)
     if values is not None and values.size and (values.min() < -seq_len or values.max() >= seq_len):
         raise ValueError(f"site {site!r}: positions {values.tolist()} out of range for {seq_len} positions")
     pos = jnp.where(pos < 0, pos + seq_len, pos)
@@ -130,7 +122,7 @@ def head_table(site: str, heads: Any, n_heads: int | None, sweep: bool) -> Array
     idx = jnp.atleast_1d(jnp.asarray(heads))
     if idx.ndim != 1 or not jnp.issubdtype(idx.dtype, jnp.integer):
         raise ValueError(f"site {site!r}: heads must be an int or a list of ints, got {heads!r}")
-    values = _concrete(idx)
+    values = concrete(idx)
     if values is not None and values.size and (values.min() < 0 or values.max() >= n_heads):
         raise ValueError(f"site {site!r}: heads {values.tolist()} out of range for {n_heads} heads")
     onehot = jax.nn.one_hot(idx, n_heads, dtype=jnp.int32) > 0

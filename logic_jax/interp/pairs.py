@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from logic_jax.interp.hooks import concrete
 from logic_jax.interp.metrics import LogitDiff
 from logic_jax.problem import format as fmt
 from logic_jax.problem.config import ProblemConfig
@@ -45,10 +46,7 @@ def flip_fact(latent: Latent, source: int | jax.Array) -> Latent:
     source = jnp.asarray(source)
     if not jnp.issubdtype(source.dtype, jnp.integer):
         raise ValueError(f"flip_fact: source must be an int in 0..2 ({FACT_SOURCES}), got {source!r}")
-    try:
-        values = np.asarray(source)
-    except jax.errors.TracerArrayConversionError:
-        values = None
+    values = concrete(source)
     if values is not None and ((values < 0) | (values > 2)).any():
         raise ValueError(f"flip_fact: source must be in 0..2 ({FACT_SOURCES}), got {sorted(set(values[(values < 0) | (values > 2)].ravel().tolist()))}")
     flip = jax.nn.one_hot(source, 3, dtype=jnp.int32) > 0  # [3] or [B, 3]
@@ -150,10 +148,10 @@ def logit_diff_metric(clean: Batch, cf: Batch, reduce: str = "mean") -> LogitDif
     Warns when no pair's first tokens differ (chain_order pairs; fact pairs of the linear
     source): the LD is then 0 by construction and normalised effects are NaN.
     """
-    try:
-        same = bool(np.all(np.asarray(clean.first_answer) == np.asarray(cf.first_answer)))
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        same = False  # traced: the arrays are not known here
+    if np.shape(clean.first_answer) != np.shape(cf.first_answer):
+        raise ValueError(f"logit_diff_metric: {np.shape(clean.first_answer)[0]} clean problems but {np.shape(cf.first_answer)[0]} counterfactual ones: pairs are row-aligned")
+    clean_first, cf_first = concrete(clean.first_answer), concrete(cf.first_answer)  # None when traced
+    same = clean_first is not None and cf_first is not None and bool(np.all(clean_first == cf_first))
     if same:
         warnings.warn(
             "logit_diff_metric: every pair has the same first answer token in its clean and counterfactual run, so the "

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
+
+from logic_jax.interp.hooks import concrete
 
 
 def check_tokens(tokens, vocab_size: int) -> None:
@@ -14,8 +15,8 @@ def check_tokens(tokens, vocab_size: int) -> None:
     shape, dtype = np.shape(tokens), jnp.result_type(tokens)
     if len(shape) != 2 or not jnp.issubdtype(dtype, jnp.integer):
         raise ValueError(f"tokens must be an integer array [batch, pos], got {dtype} of shape {shape}")
-    if not isinstance(tokens, jax.core.Tracer) and np.size(tokens):
-        ids = np.asarray(tokens)
+    ids = concrete(tokens)
+    if ids is not None and ids.size:
         lo, hi = int(ids.min()), int(ids.max())
         if lo < 0 or hi >= vocab_size:
             raise ValueError(f"token ids must be in 0..{vocab_size - 1}, got {lo}..{hi}")
