@@ -51,6 +51,7 @@ def main(argv):
     from logic_jax.analysis.report import percent
     from logic_jax.train.checkpoint import CheckpointError
     from logic_jax.train.config import ConfigError
+    from logic_jax.train.files import is_sweep
 
     try:
         settings = common.Settings(
@@ -58,7 +59,7 @@ def main(argv):
             n_probe_train=FLAGS.n_probe_train, n_probe_test=FLAGS.n_probe_test, probe_steps=FLAGS.probe_steps, probe_l2=FLAGS.probe_l2,
             n_patch=FLAGS.n_patch, route_layer=FLAGS.route_layer, read_layer=FLAGS.read_layer, key=FLAGS.key, chunk=FLAGS.chunk,
         )
-        if sweep.is_sweep(FLAGS.workdir):
+        if is_sweep(FLAGS.workdir):
             if seeds is not None:
                 raise common.AnalysisError(f"{FLAGS.workdir} is a sweep: --seeds applies to one run (analyse one group, {FLAGS.workdir}/groups/g<k>, for chosen seeds)")
             summary = sweep.analyze_sweep(FLAGS.workdir, FLAGS.out, settings, FLAGS.step, FLAGS.progress)

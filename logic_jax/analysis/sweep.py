@@ -19,7 +19,7 @@ from logic_jax.analysis import common, figures, pipeline
 from logic_jax.analysis.report import Row, percent
 from logic_jax.train import sweep as sweep_lib
 from logic_jax.train.checkpoint import CheckpointError
-from logic_jax.train.files import SWEEP_FILE, is_sweep  # noqa: F401  (is_sweep: launch/analyze.py's test)
+from logic_jax.train.files import SWEEP_FILE, DamagedFileError, read_json
 
 
 def headline_rows(summary: dict) -> list[dict]:
@@ -61,9 +61,8 @@ def analyze_sweep(workdir: str, out_dir: str, settings: common.Settings = common
     common.check_out_dir(workdir, out_dir)
     path = os.path.join(workdir, SWEEP_FILE)
     try:
-        with open(path) as f:
-            config = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+        config = read_json(path)
+    except (OSError, DamagedFileError) as e:
         raise common.AnalysisError(f"{path}: cannot read the sweep's config ({e})") from None
     pts = sweep_lib.points(config)
     group_of = {p["index"]: g for g, group in enumerate(sweep_lib.groups(pts)) for p in group}

@@ -24,10 +24,9 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import serialization
 
-from logic_jax.train.files import is_sweep
+from logic_jax.train.files import CHECKPOINT_DIR, is_sweep
 
 FORMAT = "logic_jax.train/1"
-CHECKPOINT_DIR = "checkpoints"
 CORRUPT_DIR = "corrupt_checkpoints"
 
 

@@ -8,7 +8,6 @@ at any time, mid-run too. Matplotlib's object API: no pyplot state, any backend.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 from typing import Sequence
@@ -17,7 +16,7 @@ import jax
 import numpy as np
 
 from logic_jax.train.checkpoint import checkpoint_dir
-from logic_jax.train.files import RUN_FILE, image_format
+from logic_jax.train.files import RUN_FILE, DamagedFileError, image_format, read_json
 from logic_jax.train.metrics import METRICS_FILE, read_jsonl
 
 CURVES_FILE = "curves.png"
@@ -63,10 +62,9 @@ def read_run(workdir: str) -> Curves:
         if not os.path.exists(path):
             raise CurvesError(f"no {os.path.basename(path)} in {workdir}: not a training workdir, or no chunk has finished yet")
     try:
-        with open(run_file) as f:
-            members = json.load(f)["members"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise CurvesError(f"{run_file}: not a trainer's run.json ({type(e).__name__}: {e})") from None
+        members = read_json(run_file, ("members",))["members"]
+    except DamagedFileError as e:
+        raise CurvesError(str(e)) from None
     records = read_jsonl(log)
     train = [r for r in records if r.get("kind") == "train"]
     evals = [r for r in records if r.get("kind") == "eval"]

@@ -16,6 +16,7 @@ import jax
 RUN_FILE = "run.json"  # a training run's config and members (trainer.py)
 SWEEP_FILE = "sweep.json"  # a sweep's config (sweep.py)
 LOCK_FILE = ".lock"  # held by the process 0 that trains in the workdir
+CHECKPOINT_DIR = "checkpoints"  # a run's orbax checkpoints (checkpoint.py)
 
 
 def image_format(path: str) -> str | None:
@@ -44,7 +45,7 @@ class DamagedFileError(ValueError):
 def read_json(path: str, keys: tuple[str, ...] = ()) -> dict:
     """run.json or sweep.json: a dict (with ``keys``), or an error naming the file."""
     try:
-        with open(path, errors="strict") as f:
+        with open(path) as f:
             obj = json.load(f)
     except (ValueError, UnicodeDecodeError) as e:
         raise DamagedFileError(f"{path}: not readable JSON ({type(e).__name__}: {e}); restore it or use another workdir") from None
@@ -63,7 +64,7 @@ def check_workdir_kind(workdir: str, kind: str) -> None:
         raise WorkdirKindError(f"workdir {workdir} holds a training run ({RUN_FILE}), not a sweep: give the sweep another workdir")
     parent = os.path.dirname(path)
     while parent != os.path.dirname(parent):
-        if os.path.basename(parent) == "checkpoints" and os.path.isfile(os.path.join(os.path.dirname(parent), RUN_FILE)):
+        if os.path.basename(parent) == CHECKPOINT_DIR and os.path.isfile(os.path.join(os.path.dirname(parent), RUN_FILE)):
             raise WorkdirKindError(f"workdir {workdir} is inside the checkpoint folder of the run in {os.path.dirname(parent)}: train elsewhere")
         parent = os.path.dirname(parent)
 

@@ -172,9 +172,8 @@ def draw_curves(workdir: str, path: str | None = None) -> str:
     """The curves of the sweep in ``workdir`` (mid-sweep too), from its sweep.json and groups' logs."""
     sweep_file = os.path.join(workdir, SWEEP_FILE)
     try:
-        with open(sweep_file) as f:
-            pts = points(json.load(f))
-    except (OSError, ValueError) as e:
+        pts = points(read_json(sweep_file))
+    except (OSError, ValueError) as e:  # DamagedFileError is a ValueError
         raise curves.CurvesError(f"{sweep_file}: cannot read the sweep's config ({e})") from None
     group_dirs = [os.path.join(workdir, "groups", f"g{g}") for g in range(len(groups(pts)))]
     return curves.draw_sweep(group_dirs, path or os.path.join(workdir, curves.CURVES_FILE), point_labels(pts))
