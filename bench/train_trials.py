@@ -47,19 +47,26 @@ flags.DEFINE_float("max_seconds", 780, "Stop after the first evaluation past thi
 flags.DEFINE_integer("every", 500, "Steps between evaluations.")
 flags.DEFINE_float("first_token_weight", 1.0, "Loss weight of the first answer token (1: the trainer's loss).")
 flags.DEFINE_float("hard_fraction", 0.0, "Share of each batch from the two second-operand LogOp cases.")
+flags.DEFINE_float("linear_fraction", 0.0, "Share of each batch drawn as linear queries (evaluation keeps the config's mix).")
 flags.DEFINE_float("sinusoidal_positions", 0.0, "RMS of a sinusoidal W_pos at init (0: the model's normal init).")
 F = flags.FLAGS
 
 
-def mixed_sampler(hard_fraction):
+SECOND_OPERAND_CASES = (
+    dict(fix_query="logop", fix_op="or", fix_truth_first=False, fix_truth_second=True),
+    dict(fix_query="logop", fix_op="and", fix_truth_first=True, fix_truth_second=False),
+)
+
+
+def mixed_sampler(shares):
+    """A sampler whose batches draw each ``(fraction, case)`` share from that case, the rest as configured."""
     sample = step_lib.sample
-    second_operand_cases = (dict(fix_op="or", fix_truth_first=False, fix_truth_second=True), dict(fix_op="and", fix_truth_first=True, fix_truth_second=False))
 
     def mixed(key, cfg, batch_size):
-        n_hard = int(round(batch_size * hard_fraction / 2))
-        keys = jax.random.split(key, 3)
-        parts = [sample(keys[0], cfg, batch_size - 2 * n_hard)]
-        parts += [sample(k, dataclasses.replace(cfg, fix_query="logop", **case), n_hard) for k, case in zip(keys[1:], second_operand_cases)]
+        sizes = [int(round(batch_size * fraction)) for fraction, _ in shares]
+        keys = jax.random.split(key, len(shares) + 1)
+        parts = [sample(keys[0], cfg, batch_size - sum(sizes))]
+        parts += [sample(k, dataclasses.replace(cfg, **case), n) for k, n, (_, case) in zip(keys[1:], sizes, shares)]
         return types.SimpleNamespace(**{f: jnp.concatenate([getattr(p, f) for p in parts]) for f in ("tokens", "answer_mask")})
 
     return mixed
@@ -81,8 +88,10 @@ def sinusoidal_init(rms):
 def main(_):
     if F.first_token_weight != 1.0:
         step_lib.loss_fn = functools.partial(step_lib.loss_fn, first_token_weight=F.first_token_weight)
-    if F.hard_fraction > 0:
-        step_lib.sample = mixed_sampler(F.hard_fraction)
+    shares = [(F.hard_fraction / 2, case) for case in SECOND_OPERAND_CASES if F.hard_fraction > 0]
+    shares += [(F.linear_fraction, dict(fix_query="linear"))] if F.linear_fraction > 0 else []
+    if shares:
+        step_lib.sample = mixed_sampler(shares)
     if F.sinusoidal_positions > 0:
         gpt.init_params = sinusoidal_init(F.sinusoidal_positions)
     cfg = config_lib.to_dict(F.config)

@@ -44,6 +44,20 @@ def test_token_ids_outside_the_vocabulary_or_of_another_rank_or_dtype_are_refuse
         jax.jit(FORWARD)(params, tokens.astype(jnp.float32))
 
 
+def test_under_jit_a_bad_token_id_makes_its_sequence_nan(params, tiny_mistral):
+    """Under jit the ids are not concrete, so check_tokens cannot refuse them: the lookup used to
+    clamp an id past the vocabulary to the last row and wrap -1 to it, finite and wrong. NaN
+    reaches the earlier positions too (0 attention times a NaN value is NaN), not the other
+    sequences of the batch."""
+    config, mistral_params = mistral.load_params(tiny_mistral, dtype=jnp.float32)
+    for forward, p, vocab in ((jax.jit(FORWARD), params, CFG.vocab_size), (jax.jit(mistral.make_forward(config)), mistral_params, config.vocab_size)):
+        tokens = jnp.array([[1, 2, 3, 4], [1, 2, 3, 4]], jnp.int32)
+        assert not np.isnan(np.asarray(forward(p, tokens)[0])).any()
+        for bad in (vocab, -1):
+            logits = np.asarray(forward(p, tokens.at[0, 2].set(bad))[0])
+            assert np.isnan(logits[0]).all() and not np.isnan(logits[1]).any()
+
+
 def test_a_patch_that_does_not_fit_its_site_is_named(params, pairs):
     tokens = context_tokens(pairs[0], PROBLEM)
     with pytest.raises(ValueError, match=r"Patch.value of shape \(3, 5\) does not broadcast against blocks.0.hook_resid_pre's activation \(4, \d+, 16\)"):

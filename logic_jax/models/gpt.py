@@ -26,7 +26,7 @@ from flax import nnx
 
 from logic_jax import dataclass_config
 from logic_jax.interp.hooks import Hooks, Patch, block_site, site_names
-from logic_jax.models.inputs import check_tokens
+from logic_jax.models.inputs import check_tokens, embed_rows
 from logic_jax.problem import format as fmt
 
 Array = jax.Array
@@ -199,7 +199,7 @@ class GPT(nnx.Module):
         w = functools.partial(_cast, dtype=self.cfg.dtype)
         # Read while tracing: the backward pass keeps each matmul's precision.
         with jax.default_matmul_precision(self.cfg.matmul_precision):
-            embed = hooks("hook_embed", w(self.W_E)[tokens])
+            embed = hooks("hook_embed", embed_rows(w(self.W_E), tokens))
             pos = hooks("hook_pos_embed", jnp.broadcast_to(w(self.W_pos)[:length], embed.shape))
             x = embed + pos
             for block in self.blocks:

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from logic_jax.interp.hooks import Hooks, Patch, block_site, site_names
-from logic_jax.models.inputs import check_tokens
+from logic_jax.models.inputs import check_tokens, embed_rows
 from logic_jax.models.mistral.config import MistralConfig
 
 Array = Any
@@ -212,7 +212,7 @@ class Mistral(nnx.Module):
         cos, sin = rotary_tables(positions, self.config.head_dim, self.config.rope_theta, dtype)
         allowed = attention_allowed(tokens.shape[1], self.config.sliding_window, attention_mask)
 
-        x = hooks("hook_embed", jnp.take(self.embed[...], tokens, axis=0))
+        x = hooks("hook_embed", embed_rows(self.embed[...], tokens))
         for layer, block in enumerate(self.layers):
             x = block(x, cos, sin, allowed, hooks, layer)
         x = self.final_norm(x)
