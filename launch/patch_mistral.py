@@ -105,10 +105,13 @@ def main(argv: list[str]) -> None:
         clean = summary["accuracy"]["clean"]
         print(f"clean prompts: first token {clean['first_token']:.3f}, exact match {clean['exact_match']:.3f}")
     kept = summary["circuit"]["scores"]["circuit"]
-    if ld["effect_kind"] == "delta_ld" or kept["restored"] is None:  # rule_order pairs: LD_clean ~ LD_cf, so a share of it means nothing
+    if ld["effect_kind"] == "delta_ld" or kept["of_clean"] is None:  # rule_order pairs: LD_clean ~ LD_cf, so a share of it means nothing
         print(f"circuit kept: LD {kept['ld']:.3f} ({kept['ld'] - ld['clean']:+.3f} from clean)")
     else:
-        print(f"circuit restores {kept['restored']:.3f} of the clean LD")
+        normalized = "undefined" if kept["normalized"] is None else f"{kept['normalized']:.3f}"
+        print(f"circuit keeps {kept['of_clean']:.3f} of the clean LD (LD_kept / LD_clean, the paper's measure); normalised: {normalized}")
+    if summary["circuit"]["note"]:
+        print(f"note: {summary['circuit']['note']}", file=sys.stderr)
 
 
 if __name__ == "__main__":

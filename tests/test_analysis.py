@@ -180,6 +180,28 @@ def test_region_masks_partition_the_context(batches):
         assert np.all(np.isin(tokens[fact].reshape(-1, 2)[:, 1], (fmt.TRUE, fmt.FALSE)))
 
 
+def _feeds_the_operator(row, letter):
+    """At depth 3: ``letter IMPLIES m`` is a rule and m is an operand of the LogOp rule."""
+    op = int(np.flatnonzero(np.isin(row, (fmt.AND, fmt.OR)))[0])
+    at = np.flatnonzero((row[:-2] == letter) & (row[1:-1] == fmt.IMPLIES))
+    return len(at) == 1 and row[at[0] + 2] in (row[op - 1], row[op + 1])
+
+
+def test_fact_regions_separate_the_branch_sources_from_the_linear_source(batches):
+    """Claim 5 is about the branch sources' facts: the linear chain's is a region of its own."""
+    regions = {n: attention.REGIONS.index(n) for n in ("first-token fact", "other branch fact", "linear fact")}
+    for name, b in batches.items():
+        masks, tokens = attention.region_masks(b), np.asarray(common.context(b))
+        letters = {n: tokens[masks[:, i]].reshape(len(tokens), -1, 2)[:, :, 0] for n, i in regions.items()}
+        if name == "linear":  # the first token is the linear source: both branch sources are "other"
+            assert letters["linear fact"].shape[1] == 0 and letters["other branch fact"].shape[1] == 2
+        else:
+            assert letters["linear fact"].shape[1] == 1 and letters["other branch fact"].shape[1] == 1
+        branch = letters["other branch fact"] if name == "linear" else np.concatenate([letters["first-token fact"], letters["other branch fact"]], 1)
+        assert all(_feeds_the_operator(row, l) for row, ls in zip(tokens, branch) for l in ls)
+        assert not any(_feeds_the_operator(row, l) for row, ls in zip(tokens, letters["linear fact"]) for l in ls)
+
+
 # --- Claim 2: routing ------------------------------------------------------------------------------
 def test_cluster_scores_on_known_matrices():
     labels = np.array([0, 0, 0, 1, 1])

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from logic_jax.analysis import common, pipeline
+from logic_jax.analysis import attention, common, pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLES = ("claim1", "claim2", "claim3", "claim4", "claim5", "lookup", "causal")
@@ -79,7 +79,7 @@ def test_analyze_cli_writes_every_table_and_figure(workdir, tmp_path):
     assert np.asarray(seed["probes"]["linear"]["test"]).shape == (7, 4)
     assert np.asarray(seed["patching"]["query"]["heads"]).shape == (3, 2)
     assert np.asarray(seed["patching"]["fact"]["positions"]).shape == (3, 26)  # depth 2: 26 context tokens
-    assert np.asarray(seed["attention"]["LogOp"]["regions"]).shape == (2, 6)
+    assert np.asarray(seed["attention"]["LogOp"]["regions"]).shape == (2, len(attention.REGIONS))
     assert np.asarray(seed["lookup"]["prev_token"]).shape == np.asarray(seed["lookup"]["lookup"]).shape == (3, 2)
     assert seed["lookup"]["reads"] >= SIZES["n_accuracy"]  # every proof restates a fact
     np.testing.assert_allclose(np.asarray(seed["attention"]["linear"]["regions"]).sum(1), 1.0, rtol=1e-4)

@@ -142,10 +142,24 @@ def test_full_patching_reproduces_the_counterfactual(tiny, prepared):
     assert circuit.variants()[1] == "none"
     np.testing.assert_allclose(lds[1], cf, **TOL)
     scores = circuit_lib.scores(circuit, lds, 3.0, clean / 3, cf / 3)
-    assert scores["none"]["restored"] == pytest.approx(0.0, abs=1e-5)
-    # LD_clean = LD_cf (rule_order pairs under a short sliding window): no share, not a 0/0 NaN.
+    assert scores["none"]["normalized"] == pytest.approx(0.0, abs=1e-5)
+    assert scores["none"]["of_clean"] == pytest.approx(cf / clean, rel=1e-5)  # the paper's share: LD_kept / LD_clean
+    # LD_clean = LD_cf (rule_order pairs under a short sliding window): no normalised share, not a 0/0 NaN.
     equal = circuit_lib.scores(circuit, lds, 3.0, cf / 3, cf / 3)
-    assert equal["none"]["restored"] is None and equal["none"]["ld"] == pytest.approx(cf / 3)
+    assert equal["none"]["normalized"] is None and equal["none"]["ld"] == pytest.approx(cf / 3) and equal["none"]["of_clean"] == pytest.approx(1.0)
+
+
+def test_circuit_shares_are_the_papers_and_the_normalised_one():
+    """The paper's "restores 90% of the clean LD" is LD_kept / LD_clean (the authors' notebook); the
+    normalised share counts from LD_cf. With LD_clean 2 and LD_cf -2, an LD of 0 keeps 0% of the
+    clean LD but is halfway from the counterfactual."""
+    circuit = circuit_lib.parse_circuit(TINY_CIRCUIT)
+    names = circuit.variants()
+    s = circuit_lib.scores(circuit, np.array([1.6, 0.0] + [0.0] * (len(names) - 2)), 1.0, 2.0, -2.0)
+    assert s[names[0]]["of_clean"] == pytest.approx(0.8) and s[names[0]]["normalized"] == pytest.approx(0.9)
+    assert s[names[1]]["of_clean"] == 0.0 and s[names[1]]["normalized"] == pytest.approx(0.5)
+    assert circuit_lib.scores(circuit, np.zeros(len(names)), 1.0, 0.0, -2.0)[names[0]]["of_clean"] is None  # LD_clean = 0
+    assert circuit_lib.protocol_note("query") is None and "not the paper's protocol" in circuit_lib.protocol_note("fact")
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +276,8 @@ def test_command_end_to_end(tiny, tmp_path):
         assert tokenizer.decode([record["clean_target"]]) == pair.clean_target == pair.clean.first_letter
         assert tokenizer.decode([record["counterfactual_target"]]) == pair.cf_target
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["circuit"]["scores"]) == {"circuit", "none", "without_mover", "without_decision"}
+    assert set(summary["circuit"]["scores"]) == {"circuit", "none", "without_mover", "without_decision"} and summary["circuit"]["note"] is None
+    assert f"circuit keeps {summary['circuit']['scores']['circuit']['of_clean']:.3f} of the clean LD (LD_kept / LD_clean" in proc.stdout
     assert summary["accuracy"]["clean"]["n"] == 3 and summary["logit_difference"]["effect_kind"] == "normalized"
     assert set(summary["attention"]) == {"0.1", "1.2", "1.3"}
     report = (out / "report.md").read_text()
@@ -325,7 +340,7 @@ def test_a_model_that_cannot_tell_the_pairs_apart_gives_undefined_effects_not_nu
     assert summary["logit_difference"]["effects_defined"] is False
     assert any("undefined" in m for m in messages), messages
     assert summary["top_heads"] == {} and summary["attribution"] is None
-    assert all(s["restored"] is None for s in summary["circuit"]["scores"].values())
+    assert all(s["of_clean"] is None and s["normalized"] is None for s in summary["circuit"]["scores"].values())
     assert np.isnan(np.load(tmp_path / "head_z.npy")).all()
     json.loads((tmp_path / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"summary.json holds {c}"))
     report = (tmp_path / "report.md").read_text()

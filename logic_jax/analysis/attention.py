@@ -20,8 +20,10 @@ from logic_jax.problem import format as fmt
 from logic_jax.problem.sampler import Batch
 
 # Disjoint regions of the context, in display order. "first-token fact" is the fact (letter and
-# truth value) of the source that the correct first answer token names; "operator" the AND/OR.
-REGIONS = ("QUERY", "first-token fact", "other facts", "operator", "rules", "rest")
+# truth value) of the source that the correct first answer token names; "other branch fact" the
+# facts of the LogOp chain's other sources (a_0, b_0); "linear fact" that of the linear chain's
+# source c_0 (for LogOp queries a distractor: claim 5 says it is not read); "operator" the AND/OR.
+REGIONS = ("QUERY", "first-token fact", "other branch fact", "linear fact", "operator", "rules", "rest")
 
 
 @functools.partial(jax.jit, static_argnames=("forward", "layer"))
@@ -59,15 +61,15 @@ def region_masks(batch: Batch) -> np.ndarray:
     masks[rows, 0, np.asarray(b.query_pos)] = True
     fact_pos = np.asarray(b.fact_pos)  # [B, 3]: letters of the facts of a_0, b_0, c_0
     is_first = tokens[rows[:, None], fact_pos] == np.asarray(b.first_answer)[:, None]
+    first, other_branch, linear, operator, rules, rest = (REGIONS.index(r) for r in REGIONS[1:])
     for s in range(3):
-        region = np.where(is_first[:, s], 1, 2)
+        region = np.where(is_first[:, s], first, linear if s == 2 else other_branch)
         for offset in (0, 1):  # the letter and its truth value
             masks[rows, region, fact_pos[:, s] + offset] = True
     logop_rule = np.asarray(b.rule_pos)[:, 2 * (depth - 2)]
-    masks[rows, 3, logop_rule + 1] = True
-    rules = np.arange(length)[None, :] < fmt.facts_pos(depth)
-    masks[:, 4] = rules & ~masks[:, 3]
-    masks[:, 5] = ~masks[:, :5].any(axis=1)
+    masks[rows, operator, logop_rule + 1] = True
+    masks[:, rules] = (np.arange(length)[None, :] < fmt.facts_pos(depth)) & ~masks[:, operator]
+    masks[:, rest] = ~masks.any(axis=1)
     return masks
 
 
@@ -108,20 +110,23 @@ def claim3(linear: dict, logop: dict) -> dict:
 
 
 def claim5(logop: dict) -> dict:
-    """For LogOp queries: per head, the attention mass on the first-token fact, other facts and the operator.
+    """For LogOp queries: the attention mass on the branch sources' facts, the linear fact and the operator.
 
     ``fact_head`` is the head with the most mass on the first-token fact (the fact the
-    answer needs), ``operator_head`` the head with the most mass on the operator.
+    answer needs), ``operator_head`` the head with the most mass on the operator. The claim
+    is about the two branch sources' facts (``branch_facts``: the most any one head puts on
+    both), not the linear chain's (``linear_fact``, a distractor for LogOp queries).
     """
     r = logop["regions"]
-    i_fact, i_other, i_op = REGIONS.index("first-token fact"), REGIONS.index("other facts"), REGIONS.index("operator")
+    i_fact, i_other, i_linear, i_op = (REGIONS.index(n) for n in ("first-token fact", "other branch fact", "linear fact", "operator"))
     fact_head, op_head = int(np.argmax(r[:, i_fact])), int(np.argmax(r[:, i_op]))
     return dict(
         fact_head=fact_head,
         first_fact=float(r[fact_head, i_fact]),
-        other_facts=float(r[fact_head, i_other]),
+        other_branch_fact=float(r[fact_head, i_other]),
+        linear_fact=float(r[fact_head, i_linear]),
         operator_head=op_head,
         operator=float(r[op_head, i_op]),
-        facts_total=float(r[:, [i_fact, i_other]].sum(1).max()),
+        branch_facts=float(r[:, [i_fact, i_other]].sum(1).max()),
         regions=r,
     )

@@ -161,10 +161,11 @@ def tables(results: list[dict], seeds: Sequence[int], meta: dict) -> list[Table]
     rows = [
         Row("head reading the first-token fact", "—", [f"h{int(v)}" for v in c5("fact_head")], "label"),
         Row("its attention on the first-token fact (letter + value)", "—", c5("first_fact")),
-        Row("its attention on the other two facts", "—", c5("other_facts")),
+        Row("its attention on the other branch source's fact", "—", c5("other_branch_fact")),
+        Row("its attention on the linear chain's fact (a distractor here)", "—", c5("linear_fact")),
         Row("head reading the operator", "—", [f"h{int(v)}" for v in c5("operator_head")], "label"),
         Row("its attention on the operator token", "—", c5("operator")),
-        Row("largest attention on all facts, one head", "—", c5("facts_total")),
+        Row("largest attention on the two branch sources' facts, one head", "—", c5("branch_facts")),
         Row("fact-flip pairs: top (layer, head) by patching effect", "—", [_head(c) for c, _ in patch_top("fact")], "label"),
         Row("its normalised effect", "—", [e for _, e in patch_top("fact")], "num"),
         Row("operator-flip pairs: top (layer, head)", "—", [_head(c) for c, _ in patch_top("operator")], "label"),
@@ -174,7 +175,7 @@ def tables(results: list[dict], seeds: Sequence[int], meta: dict) -> list[Table]
         "claim5", "Claim 5: for LogOp queries, layer 3 reads the facts and the operator",
         "For LogOp queries the last layer retrieves the facts of the two branch sources and the operator, and picks the deciding branch (no public numbers).",
         f"Attention of {L3} from ANSWER on LogOp-queried problems, summed over regions: the first-token fact (letter and truth value "
-        "of the source the answer starts from), the other two facts, the operator token. Patching: LogOp-queried pairs that differ "
+        "of the source the answer starts from), the other branch source's fact, the linear chain's fact, the operator token. Patching: LogOp-queried pairs that differ "
         "in one source fact or in the operator and whose first tokens differ; `hook_z` of one (layer, head) at every position from the "
         "counterfactual; effect = (LD_patched − LD_clean) / (LD_cf − LD_clean), LD = logit(clean first token) − logit(cf first token).",
         rows, ("reading_regions", "patching_heads", "patching_positions"),

@@ -2,16 +2,19 @@
 
 Every layer's ``hook_z`` at the last P positions is replaced by the counterfactual run's
 value, except the circuit's heads at their positions (paper.md: locators at QUERY, movers at
-QUERY and the last position, fact and decision heads at the last position). What is reported:
+QUERY and the last position, fact and decision heads at the last position). What is reported,
+for the whole circuit, for the circuit without each family (necessity), and for nothing kept
+(every head patched), as means over pairs:
 
-    restored = (LD_kept - LD_cf) / (LD_clean - LD_cf)      (means over pairs)
+    of_clean   = LD_kept / LD_clean                        (the paper's "restores 90% of the clean LD")
+    normalized = (LD_kept - LD_cf) / (LD_clean - LD_cf)    (0 at LD_cf, 1 at LD_clean)
 
-the share of the clean logit difference that the kept heads restore, for the whole circuit,
-for the circuit without each family (necessity), and for nothing kept (every head patched).
-Nothing kept must give LD_cf (restored 0) for every pair kind: the logits read only the last
+Nothing kept must give LD_cf (normalized 0) for every pair kind: the logits read only the last
 position's residual stream, which is then entirely counterfactual (its MLPs read only it), so
 that row checks that the patch covers every path. Positions before the last P keep their
-clean values (the clean run's cached keys and values).
+clean values (the clean run's cached keys and values). For query pairs, whose prompts differ only
+at QUERY, that is the paper's protocol (every position patched); for the other kinds it is not
+(``protocol_note``).
 
 A circuit is data (``Circuit``), from JSON::
 
@@ -159,7 +162,25 @@ def circuit_lds(circuit: Circuit, config: MistralConfig, params, prepared: Prepa
 
 
 def scores(circuit: Circuit, sums: np.ndarray, count: float, mean_clean: float, mean_cf: float) -> dict:
-    """``{variant: {"ld", "restored"}}`` from the summed LDs; restored is None where LD_clean = LD_cf."""
+    """``{variant: {"ld", "of_clean", "normalized"}}`` from the summed LDs (module docstring);
+    ``of_clean`` is None where LD_clean = 0, ``normalized`` where LD_clean = LD_cf."""
     lds = dict(zip(circuit.variants(), np.asarray(sums) / count))
-    defined = effect_defined(mean_clean, mean_cf)
-    return {name: {"ld": float(ld), "restored": float((ld - mean_cf) / (mean_clean - mean_cf)) if defined else None} for name, ld in lds.items()}
+    share, normalized = effect_defined(mean_clean, 0.0), effect_defined(mean_clean, mean_cf)
+    return {
+        name: {
+            "ld": float(ld),
+            "of_clean": float(ld / mean_clean) if share else None,
+            "normalized": float((ld - mean_cf) / (mean_clean - mean_cf)) if normalized else None,
+        }
+        for name, ld in lds.items()
+    }
+
+
+def protocol_note(pair_kind: str) -> str | None:
+    """Why circuit verification on this pair kind is not the paper's protocol; None for query pairs."""
+    if pair_kind == "query":  # the prompts differ only at QUERY, inside the patched positions
+        return None
+    return (
+        f"{pair_kind} pairs differ before the last P positions, where every head keeps its clean value, so the kept heads "
+        "still read the clean context there: this is not the paper's protocol (query pairs, every position patched)"
+    )

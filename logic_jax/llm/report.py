@@ -144,8 +144,10 @@ def markdown(summary: dict, images: list[str]) -> str:
         parts += ["## Circuit verification", "", f"Circuit: `{circuit['spec']}`", ""]
         if kind != "normalized":
             parts += ["(This pair kind keeps the answer: LD_clean ~ LD_cf, so the shares below are ill-conditioned; read the LDs.)", ""]
-        rows = [[name, _f(s["ld"]), _f(s["restored"])] for name, s in circuit["scores"].items()]
-        parts += [_table(["heads kept clean", "mean LD", "restored: (LD - LD_cf) / (LD_clean - LD_cf)"], rows), ""]
+        if circuit.get("note"):
+            parts += [f"(Note: {circuit['note']}.)", ""]
+        rows = [[name, _f(s["ld"]), _f(s["of_clean"]), _f(s["normalized"])] for name, s in circuit["scores"].items()]
+        parts += [_table(["heads kept clean", "mean LD", "of the clean LD: LD / LD_clean (the paper's)", "normalised: (LD - LD_cf) / (LD_clean - LD_cf)"], rows), ""]
     if summary.get("attention"):
         parts += ["## Attention of chosen heads (clean prompts, mean over pairs)", ""]
         spans = None

@@ -275,6 +275,7 @@ def run_study(
         "circuit": {
             "spec": circuit.to_json(),
             "scores": circuit_lib.scores(circuit, circuit_sums, totals.count, totals.mean_clean(), totals.mean_cf()),
+            "note": circuit_lib.protocol_note(cfg.pair_kind),
         },
         "attention": attention_stats.summarize(attention_totals, totals.count, heads),
         "timings": timings,
