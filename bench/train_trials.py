@@ -5,16 +5,18 @@ r"""Short training trials of a config: exact match per seed every few hundred st
     python bench/train_trials.py --first_token_weight=5 --config.num_seeds=4
     python bench/train_trials.py --hard_fraction=0.25 --config.num_seeds=4
     python bench/train_trials.py --sinusoidal_positions=0.02 --config.num_seeds=4
+    python bench/train_trials.py --linear_fraction=0.3 --config.num_seeds=4 --max_seconds=1250
 
 For trying recipes quickly (no checkpoints, no logs): the trainer's compiled chunk, then greedy
-evaluation of 512 held-out problems per seed. Three benchmark-only changes, made by replacing
+evaluation of 512 held-out problems per seed. Four benchmark-only changes, made by replacing
 ``loss_fn`` / ``sample`` of ``logic_jax.train.step`` or ``logic_jax.models.gpt.init_params``
 before they are used (its own loss with ``first_token_weight``, a sampler that mixes in chosen
 cases, an init that overwrites ``W_pos``):
 ``--first_token_weight`` multiplies the loss of the first answer token (the planning
 decision); ``--hard_fraction`` draws that share of every batch, half and half, from the two
 LogOp cases whose proof starts with the rule's second operand (OR with (FALSE, TRUE), AND with
-(TRUE, FALSE)); ``--sinusoidal_positions`` starts the learned positional embeddings from
+(TRUE, FALSE)); ``--linear_fraction`` draws that share of every batch as linear queries (the
+evaluation keeps the config's mix); ``--sinusoidal_positions`` starts the learned positional embeddings from
 sinusoids of that RMS (instead of noise of std 0.01), which might ease the previous-token head
 that the fact lookup needs. None helped tiny_cpu (BENCHMARKS.md), so none is a trainer option.
 """
