@@ -30,17 +30,21 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    import jax
+    from logic_jax.train.preemption import StopRequest, exit_status
 
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    multihost.initialize()
-    from logic_jax.train import curves, evaluate, trainer
-    from logic_jax.train.preemption import exit_status
+    # Signals are caught before JAX starts: a Ctrl-C inside its start-up or a compilation could
+    # crash the process; now the run stops before its first chunk (or after the chunk in flight).
+    with StopRequest() as stop:
+        import jax
 
-    logging.info("devices: %s (process %d of %d)", jax.devices(), jax.process_index(), jax.process_count())
-    with cli.exit_on_error():
-        result = trainer.train(FLAGS.config, FLAGS.workdir)
+        if not FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+        multihost.initialize()
+        from logic_jax.train import curves, evaluate, trainer
+
+        logging.info("devices: %s (process %d of %d)", jax.devices(), jax.process_index(), jax.process_count())
+        with cli.exit_on_error():
+            result = trainer.train(FLAGS.config, FLAGS.workdir, stop=stop)
     if result.evals:
         step, metrics = result.evals[-1]
         label = f"step {step}" if step == result.step else f"last evaluation (step {step}; stopped at {result.step})"

@@ -105,6 +105,22 @@ def test_signal_stops_after_the_chunk_with_a_checkpoint(tmp_path, sig):
     _assert_bitwise(resumed.state, reference.state)
 
 
+def test_a_signal_during_start_up_stops_before_training(tmp_path):
+    """Ctrl-C while the run initialises and compiles: caught (it used to raise inside JAX: a
+    traceback, a segfault, or an exception swallowed by a callback and the run went on)."""
+    workdir = str(tmp_path / "early")
+    proc = _launch_train(tmp_path, dict(num_steps=300, checkpoint_every=10, steps_per_call=10), workdir)
+    deadline = time.time() + 240
+    while not os.path.exists(os.path.join(workdir, "run.json")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)  # run.json is written before initialisation and compilation
+    _, err = proc.communicate(timeout=240)
+    err = err.decode()
+    assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
+    assert "SIGINT: stopped at step 0 before training; rerun the same command to resume" in err and "Traceback" not in err, err[-2000:]
+    assert _committed(workdir) == []
+
+
 @pytest.mark.parametrize("how", ["garbage", "digest", "run item", "metrics item", "no run item"])
 def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog, how):
     workdir, reference_dir = str(tmp_path / "run"), str(tmp_path / "reference")
@@ -183,6 +199,9 @@ def test_a_url_workdir_is_refused_before_anything_is_written(tmp_path, monkeypat
 def test_missing_and_foreign_checkpoint_directories(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint directory at .*nowhere"):
         Checkpointer(str(tmp_path / "nowhere"), read_only=True)
+    (tmp_path / "run" / "checkpoints" / "200").mkdir(parents=True)  # a step folder given as the workdir
+    with pytest.raises(CheckpointError, match=rf"is the step-200 checkpoint of the run in {tmp_path / 'run'}: .*--workdir={tmp_path / 'run'} --step=200"):
+        Checkpointer(str(tmp_path / "run" / "checkpoints" / "200"), read_only=True)
     foreign = tmp_path / "foreign"
     with ocp.CheckpointManager(str(foreign / "checkpoints")) as manager:
         manager.save(1, args=ocp.args.Composite(other=ocp.args.JsonSave({"a": 1})))

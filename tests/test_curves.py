@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -95,6 +96,17 @@ def test_a_sweep_draws_the_groups_that_logged_while_one_has_not(run, tmp_path):
         (groups / name / "metrics.jsonl").write_text(log)
     png = curves.draw_sweep([str(groups / "g0"), str(groups / "g1")], str(tmp_path / "curves.png"), {})
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_sweeps_curves_are_titled_by_the_sweep_wherever_they_are_written(run, tmp_path, monkeypatch):
+    """inspect --curves=elsewhere.png used to title them by the output file's folder."""
+    group = tmp_path / "my_sweep" / "groups" / "g0"
+    shutil.copytree(run, group)
+    titles = []
+    monkeypatch.setattr(curves, "draw", lambda runs, path, labels, title: titles.append(title) or path)
+    (tmp_path / "elsewhere").mkdir()
+    curves.draw_sweep([str(group)], str(tmp_path / "elsewhere" / "c.png"), {})
+    assert titles == ["my_sweep"]
 
 
 def test_a_log_of_one_training_record_shows_its_point():

@@ -80,6 +80,7 @@ def test_two_processes_train_what_one_process_trains(tmp_path):
     for i, (rc, out, err) in enumerate(outs):
         assert rc == 0, (i, err[-3000:])
         assert "step 30: exact match" in out, (i, out)  # every process evaluates (the decode is sharded too)
+        assert "--multihost: waiting for all 2 processes to join at localhost:" in err and f"(this is process {i})" in err, err[:2000]  # not a silent wait
     reference = trainer.train(tiny_config(**overrides), str(tmp_path / "one"))  # one process, 4 of its devices
     run = _assert_same_state(workdir, reference.state)
     assert len(run["members"]) == 4

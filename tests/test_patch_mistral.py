@@ -345,6 +345,14 @@ def test_a_model_that_cannot_tell_the_pairs_apart_gives_undefined_effects_not_nu
     json.loads((tmp_path / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"summary.json holds {c}"))
     report = (tmp_path / "report.md").read_text()
     assert "normalised effects are undefined" in report and "head_z.png" not in report and not (tmp_path / "head_z.png").exists()
+    assert set(os.listdir(tmp_path)) <= set(study.output_files())  # what a rerun would clear
+
+
+def test_a_rerun_clears_the_earlier_studys_files_only(tmp_path):
+    for name in ("head_z.npy", "head_z_attribution.npy", "attribution_head_z.png", "summary.json", "my_notes.md"):
+        (tmp_path / name).write_text("earlier")
+    assert study.remove_earlier_outputs(tmp_path) == 4
+    assert os.listdir(tmp_path) == ["my_notes.md"]
 
 
 def test_prompts_longer_than_the_models_positions_are_refused_before_the_weights(tiny, tmp_path, monkeypatch):

@@ -139,16 +139,33 @@ def test_the_progress_rate_leaves_compilation_out(tmp_path):
 
 
 def test_a_signal_during_the_last_chunk_lets_the_run_finish(tmp_path, monkeypatch):
-    class SignalledAtOnce(StopRequest):
-        def requested(self):
-            self.signal = signal.SIGTERM
-            return True
+    class SignalledInTheFirstChunk(StopRequest):
+        calls = 0
 
-    monkeypatch.setattr(trainer, "StopRequest", SignalledAtOnce)
+        def requested(self):  # the first call is the start-up check, before the first chunk runs
+            self.calls += 1
+            if self.calls > 1:
+                self.signal = signal.SIGTERM
+            return self.signal is not None
+
+    monkeypatch.setattr(trainer, "StopRequest", SignalledInTheFirstChunk)
     result = trainer.train(tiny_config(num_steps=10), str(tmp_path))  # one chunk: the last
     assert result.step == 10 and result.stopped_by is None  # complete: exit 0, nothing to rerun
     result = trainer.train(tiny_config(num_steps=20), str(tmp_path / "two"))  # two chunks: stops after the first
     assert result.step == 10 and result.stopped_by == "SIGTERM"
+
+
+def test_a_stop_before_training_saves_nothing_and_frees_the_workdir_for_another_config(tmp_path, capsys):
+    stop = StopRequest()
+    stop.signal = signal.SIGINT  # as if Ctrl-C came during initialisation or compilation
+    result = trainer.train(tiny_config(num_steps=20), str(tmp_path), stop=stop)
+    assert (result.step, result.stopped_by) == (0, "SIGINT") and not os.listdir(tmp_path / "checkpoints")
+    assert "SIGINT: stopped at step 0 before training" in capsys.readouterr().err
+    # Nothing was saved, so nothing is lost by another config: it starts over, and says so.
+    result = trainer.train(tiny_config(num_steps=10, **{"model.d_model": 32}), str(tmp_path))
+    assert result.step == 10 and "saved no checkpoint; starting over with this config (model.d_model: 16 -> 32)" in capsys.readouterr().err
+    with pytest.raises(trainer.RunMismatchError, match=r"model.d_model: 32 -> 16"):  # now it has a checkpoint
+        trainer.train(tiny_config(num_steps=10), str(tmp_path))
 
 
 def test_schedule_warmup_and_decay():

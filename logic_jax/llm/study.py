@@ -111,6 +111,23 @@ def pair_record(pair, tp) -> dict:
     }
 
 
+def output_files() -> tuple[str, ...]:
+    """Every file name a study may write in ``out`` (this module and ``report.figures``)."""
+    names = ["pairs.jsonl", "summary.json", "report.md", "clean_logits.npy", "layers.png", "attribution_head_z.png"]
+    for name in sweeps.SWEEPS:
+        names += [f"{name}.npy", f"{name}_attribution.npy", f"{name}.png"]
+    return tuple(names + [f"{name}.png" for name in report.HEATMAPS])
+
+
+def remove_earlier_outputs(out: Path) -> int:
+    """Delete an earlier study's files from ``out`` (a rerun with fewer sweeps, or without
+    attribution, would leave its stale results beside the new ones); returns how many."""
+    stale = [out / name for name in dict.fromkeys(output_files()) if (out / name).is_file()]
+    for path in stale:
+        path.unlink()
+    return len(stale)
+
+
 class OutputError(ValueError):
     """An output directory the study cannot write; raised before any weights load."""
 
@@ -239,6 +256,9 @@ def run_study(
     defined = totals.defined()
     if not defined:
         log(f"warning: mean LD clean {totals.mean_clean():.4g} = counterfactual {totals.mean_cf():.4g}: the model does not tell the pairs apart, so every normalised effect is undefined (NaN)")
+    removed = remove_earlier_outputs(out)  # only now: a study that fails keeps the earlier one whole
+    if removed:
+        log(f"removed {removed} files of an earlier study from {out}")
     with open(out / "pairs.jsonl", "w") as f:
         for i, (pair, tp) in enumerate(zip(pairs, tokenized)):
             record = pair_record(pair, tp)

@@ -106,6 +106,10 @@ class Checkpointer:
             workdir, hint = os.path.dirname(self.directory), ""
             if is_sweep(workdir):
                 hint = f"; {workdir} is a sweep: its runs are its groups, {workdir}/groups/g0, g1, ..."
+            parent, step = os.path.split(workdir)
+            if step.isdigit() and os.path.basename(parent) == CHECKPOINT_DIR:  # a step folder, given for its run
+                run = os.path.dirname(parent)
+                hint = f"; {workdir} is the step-{step} checkpoint of the run in {run}: give the run's directory and the step (--workdir={run} --step={step})"
             raise CheckpointError(f"no checkpoint directory at {self.directory}{hint}")
         if read_only:
             options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0, max_to_keep=None)

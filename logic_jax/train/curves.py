@@ -140,7 +140,8 @@ def draw_sweep(group_dirs: Sequence[str], path: str, point_labels: dict[int, str
                 pass
     if not runs:
         raise CurvesError(f"no group of the sweep has logged a step yet ({', '.join(group_dirs)})")
-    return draw(runs, path, point_labels, title=os.path.basename(os.path.dirname(os.path.abspath(path))))
+    sweep_root = os.path.dirname(os.path.dirname(os.path.abspath(group_dirs[0])))  # <sweep>/groups/g0
+    return draw(runs, path, point_labels, title=os.path.basename(sweep_root))
 
 
 def draw_or_say_why(draw_fn, *args) -> str | None:

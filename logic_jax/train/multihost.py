@@ -13,6 +13,8 @@ directory that every process sees (a path on a shared filesystem). On CPUs the p
 over gloo, so one machine can rehearse a multi-host run (tests/test_multihost.py does).
 """
 
+import sys
+
 from absl import app, flags
 
 MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first: one process per host.")
@@ -40,6 +42,11 @@ def initialize() -> None:
     # Signals are the trainer's (preemption.StopRequest): JAX's preemption service would catch
     # SIGTERM first, and orbax's saves share its sync-point counter, so the hosts never agree.
     jax.config.update("jax_enable_preemption_service", False)
+    # initialize blocks until every process has joined: say so, or a missing peer looks like a hang.
+    who = "every process" if NUM_PROCESSES.value is None else f"all {NUM_PROCESSES.value} processes"
+    where = f" at {address}" if address else ""
+    me = "" if PROCESS_ID.value is None else f" (this is process {PROCESS_ID.value})"
+    print(f"--multihost: waiting for {who} to join{where}{me}", file=sys.stderr, flush=True)
     try:
         jax.distributed.initialize(coordinator_address=address, num_processes=NUM_PROCESSES.value, process_id=PROCESS_ID.value)
     except (ValueError, RuntimeError) as e:  # no cluster detected, or the coordinator not reached

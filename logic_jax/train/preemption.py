@@ -18,7 +18,6 @@ import signal
 import sys
 import threading
 
-import jax
 import numpy as np
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -63,6 +62,8 @@ class StopRequest:
     def requested(self) -> bool:
         """True once a stop was asked for, here or on any other process; call it after every
         chunk, on every process (with several, it is a collective)."""
+        import jax  # here: a launcher enters a StopRequest before it imports JAX
+
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 

@@ -23,7 +23,7 @@ from absl import logging
 
 from logic_jax.train import config as config_lib
 from logic_jax.train import evaluate as evaluate_lib
-from logic_jax.train.checkpoint import CHECKPOINT_DIR, Checkpointer, CheckpointError, checkpoint_dir
+from logic_jax.train.checkpoint import CHECKPOINT_DIR, CORRUPT_DIR, Checkpointer, CheckpointError, checkpoint_dir
 from logic_jax.train.files import RUN_FILE, check_workdir_kind, read_json, workdir_lock, write_json
 from logic_jax.train.metrics import RunLog
 from logic_jax.train.preemption import StopRequest
@@ -98,17 +98,30 @@ def abstract_state(run: dict, sharding=None):
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
-def check_workdir(workdir: str, info: dict) -> None:
-    """Error naming the keys if ``workdir`` holds a run of another config or member list."""
+def check_workdir(workdir: str, info: dict) -> str | None:
+    """Error naming the keys if ``workdir`` holds a run of another config or member list.
+
+    A run that never saved a checkpoint (it failed or was stopped during start-up or its first
+    chunks) holds nothing to resume: its config is replaced, and the returned note says so.
+    """
     path = os.path.join(workdir, RUN_FILE)
     if not os.path.exists(path):
-        return
+        return None
     saved = read_json(path, ("config", "members"))
     diffs = config_lib.differences(saved["config"], info["config"])
-    if diffs:
-        raise RunMismatchError(f"workdir {workdir} holds a run of another config; differing keys: {'; '.join(diffs)}")
     if saved["members"] != info["members"]:
-        raise RunMismatchError(f"workdir {workdir} holds a run of other members (seeds or sweep points): {saved['members']} vs {info['members']}")
+        diffs.append(f"members: {saved['members']} -> {info['members']}")
+    if not diffs:
+        return None
+    if not _saved_anything(workdir):
+        return f"{workdir} held a run that saved no checkpoint; starting over with this config ({'; '.join(diffs)})"
+    raise RunMismatchError(f"workdir {workdir} holds a run of another config or members; differing keys: {'; '.join(diffs)}")
+
+
+def _saved_anything(workdir: str) -> bool:
+    """Whether the run in ``workdir`` began a checkpoint (a step folder, half-written or set aside as corrupt)."""
+    folders = [checkpoint_dir(workdir), os.path.join(workdir, CORRUPT_DIR)]
+    return any(os.path.isdir(d) and any(name.split(".")[0].isdigit() for name in os.listdir(d)) for d in folders)
 
 
 def chunk_end(step: int, config) -> int:
@@ -165,13 +178,15 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
         raise CheckpointError(f"workdir {workdir}: '{CHECKPOINT_DIR}' is the name of a run's checkpoint folder; pass the run's directory (its parent) or another name")
     check_workdir_kind(workdir, "run")
     os.makedirs(workdir, exist_ok=True)
-    with workdir_lock(workdir):
+    # Signals are caught from here on: a Ctrl-C during restore, initialisation or compilation
+    # used to raise inside JAX (a traceback, a segfault, or an exception swallowed by a callback).
+    with workdir_lock(workdir), (contextlib.nullcontext(stop) if stop is not None else StopRequest()) as stop:
         return _train_locked(config, workdir, members, info, desc, stop)
 
 
-def _train_locked(config: dict, workdir: str, members: list, info: dict, desc: str, stop: StopRequest | None) -> TrainResult:
-    """``train`` past its argument checks, with the workdir locked."""
-    check_workdir(workdir, info)
+def _train_locked(config: dict, workdir: str, members: list, info: dict, desc: str, stop: StopRequest) -> TrainResult:
+    """``train`` past its argument checks, with the workdir locked and signals caught."""
+    replaced = check_workdir(workdir, info)
 
     model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
     mesh = make_mesh(len(members), config["num_devices"])
@@ -208,47 +223,53 @@ def _train_locked(config: dict, workdir: str, members: list, info: dict, desc: s
     held_out = held_out_sets(members, problem_cfg, config["eval_size"])
     names = [f"point_{m.point}/seed_{m.index}" for m in members] if spans_points(members) else None
     log = RunLog(workdir, step, config["num_steps"], progress=config["progress"], desc=desc, names=names)
+    if replaced:
+        log.message(replaced)
     if restored is not None:
         log.message(f"resuming {workdir} from step {step}" + (f" ({'; '.join(changed)})" if changed else ""))
     compiled = {}  # chunk length -> the compiled chunk
-    with (contextlib.nullcontext(stop) if stop is not None else StopRequest()) as stop:
-        try:
-            while step < config["num_steps"]:
-                n = chunk_end(step, config) - step
-                if n not in compiled:  # compiled ahead, so that the logged rate is the training's alone
-                    t0 = time.time()
-                    compiled[n] = program.chunk.lower(state, n).compile()
-                    log.message(f"compiled the training chunk of {n} steps in {time.time() - t0:.1f}s")
-                    log.after_compile()
+    first_step = step
+    try:
+        while step < config["num_steps"]:
+            n = chunk_end(step, config) - step
+            if n not in compiled:  # compiled ahead, so that the logged rate is the training's alone
                 t0 = time.time()
-                state, out = compiled[n](state)
-                out = to_host(out)  # waits for the chunk
-                check_finite(out, step, members, last_saved)
-                step += n
-                log.train(step, out["loss"][:, -1], out["token_acc"][:, -1], n, time.time() - t0, wall_time())
-                if (config["eval_every"] and step % config["eval_every"] == 0) or step == config["num_steps"]:
-                    result = evaluate_held_out(evaluate, state.params, held_out, members)
-                    evals.append((step, result))
-                    log.eval(step, result, wall_time())
-                stopping = stop.requested()
-                if stopping or step % config["checkpoint_every"] == 0 or step == config["num_steps"]:
-                    saved = dict(
-                        step=step,
-                        loss=out["loss"][:, -1].tolist(),
-                        evals=[dict(step=s, metrics=m) for s, m in evals],
-                        wall_time=wall_time(),
-                    )
-                    log.flush(step)
-                    ckpt.save(step, state, info, json.loads(json.dumps(saved, default=float)))
-                    last_saved, wall_saved = step, saved["wall_time"]
-                if stopping and step < config["num_steps"]:
-                    log.message(f"{stop.name}: stopped at step {step} and saved a checkpoint; rerun the same command to resume")
+                compiled[n] = program.chunk.lower(state, n).compile()
+                log.message(f"compiled the training chunk of {n} steps in {time.time() - t0:.1f}s")
+                log.after_compile()
+                # A signal during start-up: nothing has trained since the restored (or no) checkpoint.
+                if step == first_step and stop.requested():
+                    log.message(f"{stop.name}: stopped at step {step} before training; rerun the same command to resume")
                     break
-        finally:
-            # A pending async save of a good state is completed before any error propagates.
-            ckpt.wait()
-            ckpt.close()
-            log.close()
+            t0 = time.time()
+            state, out = compiled[n](state)
+            out = to_host(out)  # waits for the chunk
+            check_finite(out, step, members, last_saved)
+            step += n
+            log.train(step, out["loss"][:, -1], out["token_acc"][:, -1], n, time.time() - t0, wall_time())
+            if (config["eval_every"] and step % config["eval_every"] == 0) or step == config["num_steps"]:
+                result = evaluate_held_out(evaluate, state.params, held_out, members)
+                evals.append((step, result))
+                log.eval(step, result, wall_time())
+            stopping = stop.requested()
+            if stopping or step % config["checkpoint_every"] == 0 or step == config["num_steps"]:
+                saved = dict(
+                    step=step,
+                    loss=out["loss"][:, -1].tolist(),
+                    evals=[dict(step=s, metrics=m) for s, m in evals],
+                    wall_time=wall_time(),
+                )
+                log.flush(step)
+                ckpt.save(step, state, info, json.loads(json.dumps(saved, default=float)))
+                last_saved, wall_saved = step, saved["wall_time"]
+            if stopping and step < config["num_steps"]:
+                log.message(f"{stop.name}: stopped at step {step} and saved a checkpoint; rerun the same command to resume")
+                break
+    finally:
+        # A pending async save of a good state is completed before any error propagates.
+        ckpt.wait()
+        ckpt.close()
+        log.close()
     resumed_from = None if restored is None else restored[0]
     # A signal during the last chunk stops nothing: the run is complete (exit 0, not "rerun").
     stopped_by = stop.name if step < config["num_steps"] else None
