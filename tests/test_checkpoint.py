@@ -1,5 +1,6 @@
 """Checkpoints: a killed run resumes bitwise, corrupted checkpoints fall back, foreign dirs fail."""
 
+import glob
 import json
 import logging
 import os
@@ -121,13 +122,16 @@ def test_a_signal_during_start_up_stops_before_training(tmp_path):
     assert _committed(workdir) == []
 
 
-@pytest.mark.parametrize("how", ["garbage", "digest", "run item", "metrics item", "no run item"])
-def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog, how):
+@pytest.mark.parametrize("how", ["garbage", "array data", "digest", "run item", "metrics item", "no run item"])
+def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog, capfd, how):
     workdir, reference_dir = str(tmp_path / "run"), str(tmp_path / "reference")
     trainer.train(tiny_config(num_steps=20), workdir)
     assert _committed(workdir) == [10, 20]
     if how == "garbage":
         corrupt_files(os.path.join(workdir, "checkpoints", "20", "state"))
+    elif how == "array data":  # the index intact, the arrays' data not: every array's read fails on its own
+        for path in glob.glob(os.path.join(workdir, "checkpoints", "20", "state", "ocdbt.process_*", "d", "*")):
+            open(path, "wb").write(os.urandom(100))
     elif how == "run item":  # the config and members, torn
         path = os.path.join(workdir, "checkpoints", "20", "run", "metadata")
         text = open(path).read()
@@ -147,9 +151,14 @@ def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog, how):
         json.dump(metrics, open(path, "w"))
     # A half-written save of a later step (a kill during the write) is ignored.
     os.makedirs(os.path.join(workdir, "checkpoints", "30.orbax-checkpoint-tmp-1234", "state"))
+    capfd.readouterr()
     with caplog.at_level(logging.WARNING):
         resumed = trainer.train(tiny_config(num_steps=30), workdir)
     assert any("checkpoints/20 is corrupted or half-written" in r.getMessage() for r in caplog.records)
+    # One line says so: not orbax's stragglers, each with its tensorstore spec (thousands of lines).
+    assert all(len(r.getMessage()) < 1000 for r in caplog.records)
+    err = capfd.readouterr().err
+    assert len(err.splitlines()) < 20 and "TensorStore({" not in err, err[:3000]
     assert resumed.resumed_from == 10  # the previous checkpoint, not a fresh start
     assert os.path.isdir(os.path.join(workdir, "corrupt_checkpoints", "20"))
     reference = trainer.train(tiny_config(num_steps=30), reference_dir)

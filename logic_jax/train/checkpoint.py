@@ -11,11 +11,15 @@ differs, is a corrupted checkpoint: warn and fall back to the previous step.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging as std_logging
 import os
 import shutil
+import sys
+import tempfile
+import time
 from typing import Any, Callable
 
 import jax
@@ -94,6 +98,46 @@ def unreadable_metrics(directory: str) -> list[tuple[int, str]]:
         except (OSError, ValueError) as e:
             bad.append((int(name), f"its metrics item cannot be read ({type(e).__name__}: {e})"))
     return bad
+
+
+def brief(error: Exception, limit: int = 300) -> str:
+    """``Type: message``, its first line at most ``limit`` characters: a failed tensorstore read
+    carries its whole spec (dozens of lines) in the message."""
+    text = str(error).strip()
+    first = text.split("\n", 1)[0].split(" See full TensorStore details")[0]
+    cut = len(first) > limit or first != text
+    return f"{type(error).__name__}: {first[:limit]}{'...' if cut else ''}"
+
+
+class stderr_held:
+    """``with stderr_held() as held:`` what is written to file descriptor 2 inside (Python and
+    C++ threads alike) is held in a temporary file; ``held.release()`` writes it out, and what is
+    not released is dropped (``held.lines`` counts it)."""
+
+    def __enter__(self) -> "stderr_held":
+        sys.stderr.flush()
+        self._file, self._saved, self.lines = tempfile.TemporaryFile(), os.dup(2), 0
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def release(self) -> None:
+        self._restore()
+        self._file.seek(0)
+        sys.stderr.buffer.write(self._file.read()) if hasattr(sys.stderr, "buffer") else None
+        sys.stderr.flush()
+
+    def _restore(self) -> None:
+        if self._saved is not None:
+            sys.stderr.flush()
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+            self._saved = None
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+        self._file.seek(0)
+        self.lines = self._file.read().count(b"\n")
+        self._file.close()
 
 
 class Checkpointer:
@@ -184,13 +228,34 @@ class Checkpointer:
         steps = self.steps() if step is None else [step]
         if step is not None and step not in self.steps():
             raise CheckpointError(f"{self.directory}: no checkpoint at step {step} (steps: {self.steps()})")
+        skipped = []  # (step, why, where it was moved)
+        # Orbax reads each array in a coroutine of its own; when one read fails, the others fail
+        # later (some during the next step's restore), each printing its error and its whole
+        # tensorstore spec: thousands of lines. Once a restore has failed, they are dropped.
+        with stderr_held() as held:
+            try:
+                found = self._restore_first_good(abstract_for, steps, step, skipped)
+            finally:
+                if skipped:
+                    gc.collect()
+                    time.sleep(0.2)
+                else:
+                    held.release()
+        for s, why, aside in skipped:
+            hidden = f" [{held.lines} lines of orbax and tensorstore errors not shown]" if held.lines else ""
+            logging.warning("checkpoint %s/%d is corrupted or half-written (%s); using the previous one%s", self.directory, s, why, hidden)
+            if aside:
+                logging.warning("moved the corrupted checkpoint to %s", aside)
+        return found
+
+    def _restore_first_good(self, abstract_for, steps: list[int], step: int | None, skipped: list):
         for s in reversed(steps):
             try:
                 run = self.read_run(s)
             except CorruptCheckpointError as e:
                 if step is not None:
                     raise
-                self._skip(s, str(e))
+                skipped.append((s, str(e), self._set_aside(s)))
                 continue
             abstract = abstract_for(run)  # a foreign run raises here, never skipped
             try:
@@ -198,20 +263,25 @@ class Checkpointer:
             except CheckpointError as e:  # digest mismatch
                 if step is not None:
                     raise
-                self._skip(s, str(e))
-                continue
+                skipped.append((s, str(e), self._set_aside(s)))
             except Exception as e:  # noqa: BLE001 - any restore failure is a corrupted checkpoint
                 if step is not None:
-                    raise CheckpointError(f"{self.directory}/{s}: cannot be restored ({type(e).__name__}: {e})") from None
-                self._skip(s, f"{type(e).__name__}: {e}")
-                continue
-            return s, state, run, metrics
+                    raise CheckpointError(f"{self.directory}/{s}: cannot be restored ({brief(e)})") from None
+                skipped.append((s, brief(e), self._set_aside(s)))
+            else:
+                return s, state, run, metrics
         return None
 
     def _skip(self, step: int, why: str) -> None:
         logging.warning("checkpoint %s/%d is corrupted or half-written (%s); using the previous one", self.directory, step, why)
+        aside = self._set_aside(step)
+        if aside:
+            logging.warning("moved the corrupted checkpoint to %s", aside)
+
+    def _set_aside(self, step: int) -> str | None:
+        """Move a bad step out of the checkpoint directory (when writable); returns where to, on process 0."""
         if self.read_only:
-            return
+            return None
         # Process 0 moves it (the others share its filesystem): the resumed run will save this
         # step again, and every process must see it gone before orbax's next save.
         aside = os.path.join(os.path.dirname(self.directory), CORRUPT_DIR, str(step))
@@ -220,13 +290,13 @@ class Checkpointer:
                 shutil.rmtree(aside)
             os.makedirs(os.path.dirname(aside), exist_ok=True)
             shutil.move(os.path.join(self.directory, str(step)), aside)
-            logging.warning("moved the corrupted checkpoint to %s", aside)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 
             multihost_utils.sync_global_devices(f"logic_jax: checkpoint {step} moved aside")
         if hasattr(self, "manager"):  # not while __init__ sets torn steps aside, before it builds one
             self.manager.reload()
+        return aside if jax.process_index() == 0 else None  # process 0 moved it, and says so
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
