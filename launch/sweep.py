@@ -28,16 +28,19 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    import jax
+    from logic_jax.train.preemption import StopRequest, exit_status
 
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    multihost.initialize()
-    from logic_jax.train import sweep
-    from logic_jax.train.preemption import exit_status
+    # Signals are caught before JAX starts (as in launch/train.py).
+    with StopRequest() as stop:
+        import jax
 
-    with cli.exit_on_error():
-        rows, stopped_by, diverged = sweep.run_sweep(FLAGS.config, FLAGS.workdir)
+        if not FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)
+        multihost.initialize()
+        from logic_jax.train import sweep
+
+        with cli.exit_on_error():
+            rows, stopped_by, diverged = sweep.run_sweep(FLAGS.config, FLAGS.workdir, stop=stop)
     if jax.process_index() == 0:
         print(sweep.summary_markdown(rows), flush=True)
         for message in diverged:

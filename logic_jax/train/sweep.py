@@ -9,6 +9,7 @@ have the same shapes and train together as one group: one vmap over points x see
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import io
@@ -179,13 +180,14 @@ def draw_curves(workdir: str, path: str | None = None) -> str:
     return curves.draw_sweep(group_dirs, path or os.path.join(workdir, curves.CURVES_FILE), point_labels(pts))
 
 
-def run_sweep(config, workdir: str) -> tuple[list[dict], str | None, list[str]]:
+def run_sweep(config, workdir: str, stop: StopRequest | None = None) -> tuple[list[dict], str | None, list[str]]:
     """Train every group (resuming finished or partial ones) and write the summary tables.
 
     Returns the rows, the signal that stopped the sweep early (None if none did: then the
     groups after it are not started, and rerunning the sweep resumes), and the errors of
     groups that diverged (a NaN or infinite loss stops its group; the other groups still train,
-    and the summary's ``diverged`` column names the points).
+    and the summary's ``diverged`` column names the points). ``stop``: a ``StopRequest`` the
+    caller entered (launch/sweep.py, before JAX starts); default: this call's own.
     """
     config_lib.check(config, extra_keys=("sweep",))
     pts = points(config)
@@ -195,7 +197,7 @@ def run_sweep(config, workdir: str) -> tuple[list[dict], str | None, list[str]]:
     rows, stopped_by, diverged = [], None, []
     group_dirs = [os.path.join(workdir, "groups", f"g{g}") for g in range(len(all_groups))]
     # One StopRequest for every group: a signal caught during a group's last chunk still stops the sweep.
-    with StopRequest() as stop:
+    with contextlib.nullcontext(stop) if stop is not None else StopRequest() as stop:
         for g, group in enumerate(all_groups):
             members, owner = group_members(group)
             try:
