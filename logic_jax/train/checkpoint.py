@@ -123,8 +123,9 @@ class stderr_held:
     def release(self) -> None:
         self._restore()
         self._file.seek(0)
-        sys.stderr.buffer.write(self._file.read()) if hasattr(sys.stderr, "buffer") else None
-        sys.stderr.flush()
+        data = self._file.read()
+        while data:
+            data = data[os.write(2, data):]
 
     def _restore(self) -> None:
         if self._saved is not None:
