@@ -143,7 +143,7 @@ def markdown(summary: dict, images: list[str]) -> str:
         circuit = summary["circuit"]
         parts += ["## Circuit verification", "", f"Circuit: `{circuit['spec']}`", ""]
         if kind != "normalized":
-            parts += ["(This pair kind keeps the answer: LD_clean ~ LD_cf, so the shares below are ill-conditioned; read the LDs.)", ""]
+            parts += ["(This pair kind keeps the answer: LD_clean ~ LD_cf, so the normalised share below is ill-conditioned; read the LDs.)", ""]
         if circuit.get("note"):
             parts += [f"(Note: {circuit['note']}.)", ""]
         rows = [[name, _f(s["ld"]), _f(s["of_clean"]), _f(s["normalized"])] for name, s in circuit["scores"].items()]
