@@ -70,7 +70,7 @@ def main(argv: list[str]) -> None:
     from logic_jax.llm.study import OutputError, StudyConfig, run_study
     from logic_jax.llm.tokens import PromptCheckError
     from logic_jax.models.mistral.loading import CheckpointError
-    from logic_jax.train.cli import out_of_memory_message
+    from logic_jax.train.cli import exit_on_out_of_memory
 
     cfg = StudyConfig(
         num_pairs=FLAGS.num_pairs,
@@ -88,17 +88,13 @@ def main(argv: list[str]) -> None:
         attribution=FLAGS.attribution,
     )
     try:
-        summary = run_study(
-            FLAGS.checkpoint, FLAGS.out, cfg, dtype=FLAGS.dtype, mesh=FLAGS.mesh, tokenizer=FLAGS.tokenizer,
-            progress=FLAGS.progress, log=lambda message: print(message, file=sys.stderr),
-        )
+        with exit_on_out_of_memory("lower --batch_size or --chunk_size, or shard the weights with --mesh"):
+            summary = run_study(
+                FLAGS.checkpoint, FLAGS.out, cfg, dtype=FLAGS.dtype, mesh=FLAGS.mesh, tokenizer=FLAGS.tokenizer,
+                progress=FLAGS.progress, log=lambda message: print(message, file=sys.stderr),
+            )
     except (CheckpointError, PromptError, PromptCheckError, CircuitError, OutputError) as err:
         sys.exit(f"error: {err}")
-    except RuntimeError as err:  # jax.errors.JaxRuntimeError
-        message = out_of_memory_message(err, "lower --batch_size or --chunk_size, or shard the weights with --mesh")
-        if message is None:
-            raise
-        sys.exit(f"error: {message}")
     ld = summary["logit_difference"]
     print(f"mean LD clean {ld['clean']:.3f}, counterfactual {ld['counterfactual']:.3f}; wrote {FLAGS.out}/report.md")
     if summary["accuracy"]:

@@ -19,6 +19,7 @@ from logic_jax.train import step as step_lib
 from logic_jax.train import trainer
 from logic_jax.train.checkpoint import CheckpointError
 from logic_jax.train.metrics import RunLog
+from logic_jax.train import preemption
 from logic_jax.train.preemption import StopRequest
 from train_fixtures import tensorboard_events, tiny_config
 
@@ -148,7 +149,7 @@ def test_a_signal_during_the_last_chunk_lets_the_run_finish(tmp_path, monkeypatc
                 self.signal = signal.SIGTERM
             return self.signal is not None
 
-    monkeypatch.setattr(trainer, "StopRequest", SignalledInTheFirstChunk)
+    monkeypatch.setattr(preemption, "StopRequest", SignalledInTheFirstChunk)
     result = trainer.train(tiny_config(num_steps=10), str(tmp_path))  # one chunk: the last
     assert result.step == 10 and result.stopped_by is None  # complete: exit 0, nothing to rerun
     result = trainer.train(tiny_config(num_steps=20), str(tmp_path / "two"))  # two chunks: stops after the first

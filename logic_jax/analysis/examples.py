@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from logic_jax.analysis import attention, common, figures
+from logic_jax.models.inputs import check_tokens
 from logic_jax.problem import format as fmt
 from logic_jax.problem.sampler import sample
 
@@ -41,8 +42,10 @@ def attention_example(workdir: str, seed: int = 0, tokens: Sequence[int] | None 
         tokens = np.asarray(tokens)  # not int32 yet: an id past int32 must be named, not overflow
         if tokens.ndim != 1 or not 0 < len(tokens) <= model_cfg.max_len:
             raise common.AnalysisError(f"tokens must be one sequence of 1..{model_cfg.max_len} ids, got shape {tokens.shape}")
-        if tokens.min() < 0 or tokens.max() >= fmt.VOCAB_SIZE:
-            raise common.AnalysisError(f"token ids must be in 0..{fmt.VOCAB_SIZE - 1}, got {tokens.min()}..{tokens.max()}")
+        try:  # here, where the ids are concrete: the compiled forward below cannot see them
+            check_tokens(tokens[None], fmt.VOCAB_SIZE)
+        except ValueError as e:
+            raise common.AnalysisError(str(e)) from None
         tokens = tokens.astype(np.int32)
         source = "given problem"
     pattern = attention.patterns(common.forward_for(model_cfg), params, tokens[None], model_cfg.n_layers)[0]

@@ -116,13 +116,13 @@ def output_files() -> tuple[str, ...]:
     names = ["pairs.jsonl", "summary.json", "report.md", "clean_logits.npy", "layers.png", "attribution_head_z.png"]
     for name in sweeps.SWEEPS:
         names += [f"{name}.npy", f"{name}_attribution.npy", f"{name}.png"]
-    return tuple(names + [f"{name}.png" for name in report.HEATMAPS])
+    return tuple(dict.fromkeys(names + [f"{name}.png" for name in report.HEATMAPS]))  # the heatmaps repeat sweep names
 
 
 def remove_earlier_outputs(out: Path) -> int:
     """Delete an earlier study's files from ``out`` (a rerun with fewer sweeps, or without
     attribution, would leave its stale results beside the new ones); returns how many."""
-    stale = [out / name for name in dict.fromkeys(output_files()) if (out / name).is_file()]
+    stale = [out / name for name in output_files() if (out / name).is_file()]
     for path in stale:
         path.unlink()
     return len(stale)
@@ -185,10 +185,11 @@ def run_study(
     tokenized = tokenize_pairs(text_tokenizer, pairs, positions=cfg.positions)
     batches = make_batches(pairs, tokenized, cfg.batch_size)
     steps = max(max(len(tp.clean_proof_ids), len(tp.cf_proof_ids)) for tp in tokenized) + 2  # decoded: the proof, then a newline
-    longest = max(b.length for b in batches) + (steps if cfg.accuracy else 0)
+    prompt_len = max(b.length for b in batches)
+    longest = prompt_len + (steps if cfg.accuracy else 0)
     if longest > config.max_position_embeddings:  # RoPE would run past the positions the model was trained on
         raise PromptError(
-            f"the prompts need {longest} positions ({max(b.length for b in batches)} tokens" + (f" + {steps} decoded for the accuracy" if cfg.accuracy else "")
+            f"the prompts need {longest} positions ({prompt_len} tokens" + (f" + {steps} decoded for the accuracy" if cfg.accuracy else "")
             + f"), past max_position_embeddings={config.max_position_embeddings} of {checkpoint}'s config.json: use fewer shots"
         )
     out = output_dir(out)  # after the prompt checks (a refused prompt leaves no directory), before the weights

@@ -52,6 +52,13 @@ def checkpoint_dir(workdir: str) -> str:
     return os.path.join(workdir, CHECKPOINT_DIR)
 
 
+def began_a_checkpoint(workdir: str) -> bool:
+    """Whether the run in ``workdir`` ever began a checkpoint: a step folder in its checkpoint
+    directory, half-written (``<step>.orbax-checkpoint-tmp-...``) or set aside as corrupt."""
+    folders = [checkpoint_dir(workdir), os.path.join(workdir, CORRUPT_DIR)]
+    return any(os.path.isdir(d) and any(name.split(".")[0].isdigit() for name in os.listdir(d)) for d in folders)
+
+
 def _leaves(tree) -> list[tuple[str, np.ndarray]]:
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     return sorted((jax.tree_util.keystr(path), np.asarray(jax.device_get(x))) for path, x in flat)
@@ -112,13 +119,34 @@ def brief(error: Exception, limit: int = 300) -> str:
 class stderr_held:
     """``with stderr_held() as held:`` what is written to file descriptor 2 inside (Python and
     C++ threads alike) is held in a temporary file; ``held.release()`` writes it out, and what is
-    not released is dropped (``held.lines`` counts it)."""
+    not released is dropped (``held.lines`` counts it). asyncio's "Task exception was never
+    retrieved" records, which reach whatever handler logging has (pytest's, a file), are dropped
+    inside too: they are the same failed reads."""
 
     def __enter__(self) -> "stderr_held":
         sys.stderr.flush()
-        self._file, self._saved, self.lines = tempfile.TemporaryFile(), os.dup(2), 0
+        self._file, self._saved, self.lines, self._dropped = tempfile.TemporaryFile(), os.dup(2), 0, 0
         os.dup2(self._file.fileno(), 2)
+        std_logging.getLogger("asyncio").addFilter(self._drop_unretrieved)
         return self
+
+    def settle(self, quiet: float = 0.3, limit: float = 5.0) -> None:
+        """Collect garbage until nothing more is written for ``quiet`` seconds (at most ``limit``):
+        the failed reads finish on other threads, later on a loaded machine."""
+        size, start = -1, time.time()
+        while time.time() - start < limit:
+            gc.collect()
+            now = os.fstat(self._file.fileno()).st_size + self._dropped
+            if now == size:
+                return
+            size = now
+            time.sleep(quiet)
+
+    def _drop_unretrieved(self, record: std_logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Task exception was never retrieved"):
+            self._dropped += record.getMessage().count("\n") + 1
+            return False
+        return True
 
     def release(self) -> None:
         self._restore()
@@ -126,6 +154,8 @@ class stderr_held:
         data = self._file.read()
         while data:
             data = data[os.write(2, data):]
+        self._file.seek(0)
+        self._file.truncate()  # released, not dropped: ``lines`` counts nothing
 
     def _restore(self) -> None:
         if self._saved is not None:
@@ -133,11 +163,12 @@ class stderr_held:
             os.dup2(self._saved, 2)
             os.close(self._saved)
             self._saved = None
+            std_logging.getLogger("asyncio").removeFilter(self._drop_unretrieved)
 
     def __exit__(self, *exc) -> None:
         self._restore()
         self._file.seek(0)
-        self.lines = self._file.read().count(b"\n")
+        self.lines = self._file.read().count(b"\n") + self._dropped
         self._file.close()
 
 
@@ -229,24 +260,22 @@ class Checkpointer:
         steps = self.steps() if step is None else [step]
         if step is not None and step not in self.steps():
             raise CheckpointError(f"{self.directory}: no checkpoint at step {step} (steps: {self.steps()})")
-        skipped = []  # (step, why, where it was moved)
+        skipped = []  # (step, why, where it was set aside)
         # Orbax reads each array in a coroutine of its own; when one read fails, the others fail
         # later (some during the next step's restore), each printing its error and its whole
         # tensorstore spec: thousands of lines. Once a restore has failed, they are dropped.
+        # (Setting the step aside inside, with the manager's reload, lets them be collected here.)
         with stderr_held() as held:
             try:
                 found = self._restore_first_good(abstract_for, steps, step, skipped)
             finally:
                 if skipped:
-                    gc.collect()
-                    time.sleep(0.2)
+                    held.settle()
                 else:
                     held.release()
+        note = f" [{held.lines} lines of orbax and tensorstore errors not shown]" if held.lines else ""
         for s, why, aside in skipped:
-            hidden = f" [{held.lines} lines of orbax and tensorstore errors not shown]" if held.lines else ""
-            logging.warning("checkpoint %s/%d is corrupted or half-written (%s); using the previous one%s", self.directory, s, why, hidden)
-            if aside:
-                logging.warning("moved the corrupted checkpoint to %s", aside)
+            self._report_skipped(s, why + note, aside)
         return found
 
     def _restore_first_good(self, abstract_for, steps: list[int], step: int | None, skipped: list):
@@ -274,8 +303,10 @@ class Checkpointer:
         return None
 
     def _skip(self, step: int, why: str) -> None:
+        self._report_skipped(step, why, self._set_aside(step))
+
+    def _report_skipped(self, step: int, why: str, aside: str | None) -> None:
         logging.warning("checkpoint %s/%d is corrupted or half-written (%s); using the previous one", self.directory, step, why)
-        aside = self._set_aside(step)
         if aside:
             logging.warning("moved the corrupted checkpoint to %s", aside)
 

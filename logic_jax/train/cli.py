@@ -57,20 +57,28 @@ def out_of_memory_message(error: Exception, remedy: str = TRAINING_MEMORY) -> st
 
 
 @contextlib.contextmanager
-def exit_on_error():
-    """What the launchers report as one ``error:`` line and exit status 1, not a traceback: config,
-    workdir, mesh and checkpoint errors (ValueError), divergence, OSError (a full disk), and a
-    device out of memory."""
+def exit_on_out_of_memory(remedy: str = TRAINING_MEMORY):
+    """A device out of memory as one ``error:`` line (``out_of_memory_message``) and exit status 1."""
     try:
         yield
-    except (ValueError, FloatingPointError, OSError) as e:
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
     except RuntimeError as e:  # jax.errors.JaxRuntimeError (jax is not imported here: --help stays fast)
-        message = out_of_memory_message(e)
+        message = out_of_memory_message(e, remedy)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
+
+
+@contextlib.contextmanager
+def exit_on_error():
+    """What the training launchers report as one ``error:`` line and exit status 1, not a
+    traceback: config, workdir, mesh and checkpoint errors (ValueError), divergence, OSError (a
+    full disk), and a device out of memory."""
+    try:
+        with exit_on_out_of_memory():
+            yield
+    except (ValueError, FloatingPointError, OSError) as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(1)
 
 

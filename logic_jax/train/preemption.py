@@ -14,6 +14,7 @@ breaks the agreement; launch/train.py --multihost turns it off.)
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -75,6 +76,12 @@ class StopRequest:
     @property
     def name(self) -> str | None:
         return None if self.signal is None else signal.Signals(self.signal).name
+
+
+def caught(stop: StopRequest | None = None):
+    """``with caught(stop) as stop:`` the caller's StopRequest (already entered: a launcher's, or a
+    sweep's shared by its groups) or, given None, a new one for this block."""
+    return contextlib.nullcontext(stop) if stop is not None else StopRequest()
 
 
 def exit_status(name: str) -> int:

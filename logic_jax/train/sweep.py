@@ -9,7 +9,6 @@ have the same shapes and train together as one group: one vmap over points x see
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import csv
 import io
@@ -23,7 +22,7 @@ import jax
 import numpy as np
 
 from logic_jax.train import config as config_lib
-from logic_jax.train import curves
+from logic_jax.train import curves, preemption
 from logic_jax.train.checkpoint import CheckpointError
 from logic_jax.train.evaluate import steps_to_perfect
 from logic_jax.train.files import SWEEP_FILE, check_workdir_kind, read_json, write_json
@@ -197,7 +196,7 @@ def run_sweep(config, workdir: str, stop: StopRequest | None = None) -> tuple[li
     rows, stopped_by, diverged = [], None, []
     group_dirs = [os.path.join(workdir, "groups", f"g{g}") for g in range(len(all_groups))]
     # One StopRequest for every group: a signal caught during a group's last chunk still stops the sweep.
-    with contextlib.nullcontext(stop) if stop is not None else StopRequest() as stop:
+    with preemption.caught(stop) as stop:
         for g, group in enumerate(all_groups):
             members, owner = group_members(group)
             try:

@@ -10,7 +10,6 @@ or Ctrl-C ends the loop after the chunk in flight, with a checkpoint (``preempti
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -23,7 +22,8 @@ from absl import logging
 
 from logic_jax.train import config as config_lib
 from logic_jax.train import evaluate as evaluate_lib
-from logic_jax.train.checkpoint import CHECKPOINT_DIR, CORRUPT_DIR, Checkpointer, CheckpointError, checkpoint_dir
+from logic_jax.train import preemption
+from logic_jax.train.checkpoint import CHECKPOINT_DIR, Checkpointer, CheckpointError, began_a_checkpoint, checkpoint_dir
 from logic_jax.train.files import RUN_FILE, check_workdir_kind, read_json, workdir_lock, write_json
 from logic_jax.train.metrics import RunLog
 from logic_jax.train.preemption import StopRequest
@@ -113,15 +113,9 @@ def check_workdir(workdir: str, info: dict) -> str | None:
         diffs.append(f"members: {saved['members']} -> {info['members']}")
     if not diffs:
         return None
-    if not _saved_anything(workdir):
+    if not began_a_checkpoint(workdir):
         return f"{workdir} held a run that saved no checkpoint; starting over with this config ({'; '.join(diffs)})"
     raise RunMismatchError(f"workdir {workdir} holds a run of another config or members; differing keys: {'; '.join(diffs)}")
-
-
-def _saved_anything(workdir: str) -> bool:
-    """Whether the run in ``workdir`` began a checkpoint (a step folder, half-written or set aside as corrupt)."""
-    folders = [checkpoint_dir(workdir), os.path.join(workdir, CORRUPT_DIR)]
-    return any(os.path.isdir(d) and any(name.split(".")[0].isdigit() for name in os.listdir(d)) for d in folders)
 
 
 def chunk_end(step: int, config) -> int:
@@ -180,7 +174,7 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
     os.makedirs(workdir, exist_ok=True)
     # Signals are caught from here on: a Ctrl-C during restore, initialisation or compilation
     # used to raise inside JAX (a traceback, a segfault, or an exception swallowed by a callback).
-    with workdir_lock(workdir), (contextlib.nullcontext(stop) if stop is not None else StopRequest()) as stop:
+    with workdir_lock(workdir), preemption.caught(stop) as stop:
         return _train_locked(config, workdir, members, info, desc, stop)
 
 
