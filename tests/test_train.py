@@ -307,7 +307,9 @@ def test_a_multi_process_mesh_takes_the_same_number_of_devices_from_every_proces
 
 
 def test_a_workdir_named_checkpoints_is_refused(tmp_path):
-    with pytest.raises(CheckpointError, match=r"'checkpoints' is the name of a run's checkpoint folder"):
+    from logic_jax.train.files import WorkdirKindError
+
+    with pytest.raises(WorkdirKindError, match=r"'checkpoints' is the name of a run's checkpoint folder"):
         trainer.train(tiny_config(), str(tmp_path / "run" / "checkpoints"))
     assert not (tmp_path / "run").exists()
 

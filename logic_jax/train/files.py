@@ -55,13 +55,16 @@ def read_json(path: str, keys: tuple[str, ...] = ()) -> dict:
 
 
 def check_workdir_kind(workdir: str, kind: str) -> None:
-    """Refuse to train a ``kind`` ("run" or "sweep") where the other kind lives, or inside a run's
-    checkpoint folder: the runs' files would mix, and a later checkpoint cleanup could delete one."""
+    """Refuse to train a ``kind`` ("run" or "sweep") where the other kind lives, in a folder named
+    like a run's checkpoint folder, or inside one: the runs' files would mix, and a later
+    checkpoint cleanup could delete one."""
     path = os.path.abspath(workdir)
     if kind == "run" and is_sweep(path):
         raise WorkdirKindError(f"workdir {workdir} is a sweep's root (it holds {SWEEP_FILE}): run launch/sweep.py on it, or train elsewhere")
     if kind == "sweep" and os.path.isfile(os.path.join(path, RUN_FILE)):
         raise WorkdirKindError(f"workdir {workdir} holds a training run ({RUN_FILE}), not a sweep: give the sweep another workdir")
+    if kind == "run" and os.path.basename(path) == CHECKPOINT_DIR:
+        raise WorkdirKindError(f"workdir {workdir}: '{CHECKPOINT_DIR}' is the name of a run's checkpoint folder; pass the run's directory (its parent) or another name")
     parent = os.path.dirname(path)
     while parent != os.path.dirname(parent):
         if os.path.basename(parent) == CHECKPOINT_DIR and os.path.isfile(os.path.join(os.path.dirname(parent), RUN_FILE)):

@@ -23,7 +23,7 @@ from absl import logging
 from logic_jax.train import config as config_lib
 from logic_jax.train import evaluate as evaluate_lib
 from logic_jax.train import preemption
-from logic_jax.train.checkpoint import CHECKPOINT_DIR, Checkpointer, CheckpointError, began_a_checkpoint, checkpoint_dir
+from logic_jax.train.checkpoint import Checkpointer, CheckpointError, began_a_checkpoint, checkpoint_dir
 from logic_jax.train.files import RUN_FILE, check_workdir_kind, read_json, workdir_lock, write_json
 from logic_jax.train.metrics import RunLog
 from logic_jax.train.preemption import StopRequest
@@ -168,8 +168,6 @@ def train(config, workdir: str, *, members: Sequence[Member] | None = None, desc
     members = list(members) if members is not None else members_of(config)
     info = run_info(config, members)
     checkpoint_dir(workdir)  # refuses a URL before anything is written
-    if os.path.basename(os.path.abspath(workdir)) == CHECKPOINT_DIR:
-        raise CheckpointError(f"workdir {workdir}: '{CHECKPOINT_DIR}' is the name of a run's checkpoint folder; pass the run's directory (its parent) or another name")
     check_workdir_kind(workdir, "run")
     os.makedirs(workdir, exist_ok=True)
     # Signals are caught from here on: a Ctrl-C during restore, initialisation or compilation
