@@ -7,23 +7,28 @@ of at most 15), d_model 64 with 2 heads of 32, d_mlp 256, batch 128, AdamW lr 3e
 steps, cosine decay to 3e-4 at step 5,000, weight decay 0.1, clipping at 1.0). The problem
 distribution is the paper's (LogOp queried 80%, OR and AND equally often).
 
-Result (2026-11-26, the unloaded 2-core CPU; weight decay then also applied to b_Q and b_V): it
-does NOT reach 99% for every seed in 15 minutes. This command took 13.7 min wall; exact match on 1,024 held-out problems at step 5,000:
-seed 0 62.9%, seed 1 99.4% (seed 1 passed 99% at step 4,500). The same config with 8 seeds
-(`--config.num_seeds=8`, 61 min; results/tiny_cpu_8_seeds/) ended at 88.0, 99.9, 100, 100,
-66.8, 83.5, 67.2, 65.9%. Its seeds 0 and 1 have the same keys but took other paths, most
-likely because the vmap width changes the floating-point rounding and training amplifies it.
+Result (2026-11-27, the unloaded 2-core CPU, the current code): it does NOT reach 99% for every
+seed in 15 minutes. This command took 13.0 min wall; exact match on 1,024 held-out problems at
+step 5,000: seed 0 66.3%, seed 1 90.1% (still climbing: 77.7% at step 4,000, 84.8% at 4,500;
+its first answer token 99.9% right). The same config with 8 seeds (`--config.num_seeds=8`, 56 min;
+results/tiny_cpu_8_seeds/) ended at 66.1, 74.0, 94.8, 95.9, 67.1, 62.5, 67.2, 66.1%. Its seed 1
+has the same key as this command's but took another path, most likely because the vmap width
+changes the floating-point rounding and training amplifies it. Runs of 2026-11-26, when weight
+decay also shrank b_Q and b_V, ended at 62.9 and 99.4% (this command) and at 88.0, 99.9, 100,
+100, 66.8, 83.5, 67.2, 65.9% (8 seeds).
 
 Training is bimodal, and the fact lookup decides it. A proof restates the truth values of its
 sources, and the LogOp branch choice needs them too: the value of a given letter, from facts
 written in random order. That takes an induction circuit: a previous-token head at each fact's
 truth value, then a lookup. `launch/analyze.py`'s "Fact lookup" table measures it
-(results/tiny_cpu_8_seeds/report.md): the three seeds at 99.9-100% restate truth values 100%
-right (teacher-forced) and each has a previous-token head (71-98% of a truth value's attention
-on its letter); the five stuck seeds restate them 85-90% right, about what the operator alone
-predicts, and four of them have no previous-token head (9-19%). Without the values they cannot
-choose a LogOp branch: they start the proof with the rule's first operand, so OR with (FALSE,
-TRUE) and AND with (TRUE, FALSE) fail (6-17% right), and linear queries are at 68-81%.
+(results/tiny_cpu_8_seeds/report.md): seeds 2 and 3 (95-97% exact match on its 2,048 problems)
+restate truth values 95-97% right (teacher-forced) and each has a previous-token head in layer 1
+(67-73% of a truth value's attention on its letter); seed 1 restates them 100% right, with one
+(48%), but often answers a linear query with the LogOp chain; the five stuck seeds restate them
+85-88% right, about what the operator alone predicts, and their strongest previous-token heads
+put 6-34% there. Without the values they cannot choose a LogOp branch: they start the proof with
+the rule's first operand, so OR with (FALSE, TRUE) and AND with (TRUE, FALSE) fail (4-19%
+right), and linear queries are at 62-77%.
 
 Recipes that learnt no faster: lr 1e-3 and 1e-2, batch 64, 4 heads, d_model 96 with 3 heads (5
 minutes each with 2 seeds); and, on 4 seeds to step 1,000-3,000 (bench/train_trials.py;

@@ -52,6 +52,11 @@ def test_each_point_gets_the_numbers_of_its_own_seeds(swept):
     s = points[0]["stats"]["chain_separation"]
     assert s["mean"] == pytest.approx(np.mean(s["values"])) and s["min"] == min(s["values"])
     assert points[0]["seeds"] == points[1]["seeds"] == 2 and points[0]["step"] == 10
+    # The group's report says which point and seed each column is; one point's seeds alone need no such line.
+    group_report = (out / "g0" / "report.md").read_text()
+    assert ("each column 'seed k' (and each figure's) is the group's member k: seed 0 = point 0 seed 0 (optim.lr=0.003); "
+            "seed 1 = point 0 seed 1 (optim.lr=0.003); seed 2 = point 1 seed 0 (optim.lr=0.01); seed 3 = point 1 seed 1 (optim.lr=0.01).") in group_report
+    assert "A sweep group" not in (workdir / "alone" / "report.md").read_text()
 
 
 def test_untrained_groups_are_listed_and_the_files_written(swept):

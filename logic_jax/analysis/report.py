@@ -9,6 +9,7 @@ import numpy as np
 
 from logic_jax.analysis import attention, causal, common, probes
 from logic_jax.problem import format as fmt
+from logic_jax.train.state import Member, differing_optim, spans_points
 
 
 @dataclasses.dataclass
@@ -282,6 +283,21 @@ def markdown_table(table: Table, seeds: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
+def members_note(seeds: Sequence[int], members: Sequence[dict]) -> str | None:
+    """For a sweep group (several grid points trained in one vmap): what each 'seed k' column is."""
+    if not spans_points([Member.from_dict(m) for m in members]):
+        return None
+    differing = differing_optim(members)
+    by_seed = len({m["seed"] for m in members}) > 1
+
+    def label(k: int, m: dict) -> str:
+        what = [f"optim.{key}={m['optim'][key]:g}" for key in differing] + ([f"config seed {m['seed']}"] if by_seed else [])
+        return f"seed {k} = point {m['point']} seed {m['index']}" + (f" ({', '.join(what)})" if what else "")
+
+    return ("**A sweep group:** its grid points trained together, and each column 'seed k' (and each figure's) is the group's "
+            "member k: " + "; ".join(label(k, m) for k, m in zip(seeds, members)) + ".")
+
+
 def markdown(meta: dict, tables: list[Table], files: dict[str, str]) -> str:
     m, p = meta["model"], meta["problem"]
     route, read = meta["layers"]["route"], meta["layers"]["read"]
@@ -296,6 +312,9 @@ def markdown(meta: dict, tables: list[Table], files: dict[str, str]) -> str:
         "'paper met' counts the seeds within the paper's bound. Every number is also in `summary.json`.",
         "",
     ]
+    group = members_note(meta["seeds"], meta.get("members", []))
+    if group:
+        lines += [group, ""]
     lines += [f"**Off the training distribution:** {note}." for note in meta.get("off_distribution", [])]
     if meta.get("off_distribution"):
         lines.append("")

@@ -20,7 +20,7 @@ from logic_jax.train import config as config_lib
 from logic_jax.train import evaluate as evaluate_lib
 from logic_jax.train.checkpoint import Checkpointer, CheckpointError, member_digests
 from logic_jax.train.files import is_sweep
-from logic_jax.train.state import Member, spans_points
+from logic_jax.train.state import Member, differing_optim, spans_points
 from logic_jax.train.trainer import abstract_state, evaluate_held_out, held_out_sets
 
 
@@ -104,7 +104,7 @@ def format_text(report: dict) -> str:
     # A sweep group's members are points x seeds: name each row's point, seed and own optim values.
     members = [s["member"] for s in report["seeds"]]
     swept = spans_points([Member.from_dict(m) for m in members])
-    differing = sorted(k for k in members[0]["optim"] if len({m["optim"][k] for m in members}) > 1)
+    differing = differing_optim(members)
     shared = {k: v for k, v in report["config"]["optim"].items() if k not in differing}
     lines = [
         f"workdir     {report['workdir']}",

@@ -57,6 +57,11 @@ def spans_points(members: Sequence[Member]) -> bool:
     return len({m.point for m in members}) > 1
 
 
+def differing_optim(members: Sequence[Mapping]) -> list[str]:
+    """The optim keys whose values differ between members (as dicts): what tells a group's points apart."""
+    return sorted(k for k in members[0]["optim"] if len({m["optim"][k] for m in members}) > 1)
+
+
 def member_key(member: Member) -> np.ndarray:
     return np.asarray(jax.random.fold_in(jax.random.PRNGKey(member.seed), member.index))
 
