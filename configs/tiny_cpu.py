@@ -21,7 +21,7 @@ Training is bimodal, and the fact lookup decides it. A proof restates the truth 
 sources, and the LogOp branch choice needs them too: the value of a given letter, from facts
 written in random order. That takes an induction circuit: a previous-token head at each fact's
 truth value, then a lookup. `launch/analyze.py`'s "Fact lookup" table measures it
-(results/tiny_cpu_8_seeds/report.md): seeds 2 and 3 (95-97% exact match on its 2,048 problems)
+(results/tiny_cpu_8_seeds/report.md): seeds 2 and 3 (94-97% exact match on its 2,048 problems)
 restate truth values 95-97% right (teacher-forced) and each has a previous-token head in layer 1
 (67-73% of a truth value's attention on its letter); seed 1 restates them 100% right, with one
 (48%), but often answers a linear query with the LogOp chain; the five stuck seeds restate them
