@@ -17,7 +17,6 @@ from logic_jax.train import evaluate as evaluate_lib
 from logic_jax.train import state as state_lib
 from logic_jax.train import step as step_lib
 from logic_jax.train import trainer
-from logic_jax.train.checkpoint import CheckpointError
 from logic_jax.train.metrics import RunLog
 from logic_jax.train import preemption
 from logic_jax.train.preemption import StopRequest
