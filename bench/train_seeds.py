@@ -107,6 +107,9 @@ def main(argv):
         )
         results["rows"].append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
+        if F.out:  # the rows so far, in case a time limit stops the larger N
+            with open(F.out, "w") as f:
+                json.dump(results, f, indent=1)
     from bench.report import emit
 
     emit(results, F.out)
