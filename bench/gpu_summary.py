@@ -87,11 +87,17 @@ def summary(directory: str) -> str:
     seeds = _load(directory, "train_seeds.json")
     if seeds:
         for row in seeds["rows"]:
+            if "error" in row:
+                lines.append(f"- N = {row['n']}: {row['error']}")
+                continue
+            remat = f" with model.remat={row['remat']}" if row.get("remat", "none") != "none" else ""
             lines.append(
-                f"- N = {row['n']}: vmapped {row['vmapped_seed_steps_per_s']:.1f} seed-steps/s, sequential "
+                f"- N = {row['n']}: vmapped{remat} {row['vmapped_seed_steps_per_s']:.1f} seed-steps/s, sequential "
                 f"{row['sequential_seed_steps_per_s']:.1f} ({row['speedup']:.2f}x; whole runs {row['whole_run_s']['speedup']:.2f}x "
                 f"against separate processes" + (f", {row['whole_run_s']['speedup_one_process']:.2f}x against one process)" if "speedup_one_process" in row["whole_run_s"] else ")")
             )
+        seeds = dict(seeds, rows=[r for r in seeds["rows"] if "error" not in r])  # what ran, below
+    if seeds and seeds["rows"]:
         top = max(seeds["rows"], key=lambda r: r["n"])
         if mfu and mfu.get("mfu") and mfu.get("model_flops_per_step"):
             # Model FLOPs do not depend on the numerics: train_mfu's per seed-step count holds here.
@@ -103,7 +109,7 @@ def summary(directory: str) -> str:
                 f"{_mfu(by, kind)}; TF32 {100 * by['tf32']:.1f}%, BF16 {100 * by['bf16']:.1f}%"
             )
     torch_ref = _load(directory, "torch_reference.json")
-    if torch_ref and seeds:
+    if torch_ref and seeds and seeds["rows"]:
         top = max(seeds["rows"], key=lambda r: r["n"])
         ratio = top["vmapped_seed_steps_per_s"] / torch_ref["with_data_seed_steps_per_s"]
         lines.append(

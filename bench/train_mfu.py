@@ -13,8 +13,9 @@ the step runs with the config's numerics (``model.dtype``, ``model.matmul_precis
 default float32, which XLA may run on TF32 tensor cores). Prints one JSON object.
 
 ``--variants`` also times the step with other numerics (``VARIANTS``: float32 matmuls with
-TF32 forbidden, TF32 or bfloat16 matmuls asked for by name, bfloat16 activations), so one GPU
-run says which is fastest; a variant that fails (TF32 on a CPU) is reported with its error.
+TF32 forbidden, TF32 or bfloat16 matmuls asked for by name, bfloat16 activations; and remat "dots", which
+trades memory traffic for recomputation), so one GPU run says which is fastest; a variant that
+fails (TF32 on a CPU) is reported with its error.
 """
 
 import os
@@ -43,6 +44,7 @@ VARIANTS = {
     "tf32": {"model.matmul_precision": "TF32_TF32_F32"},  # TF32 tensor cores, asked for by name
     "bf16mm": {"model.matmul_precision": "BF16_BF16_F32"},  # bfloat16 tensor cores, float32 activations
     "bf16": {"model.dtype": "bfloat16"},  # bfloat16 activations and matmuls
+    "dots": {"model.remat": "dots"},  # the config's numerics, elementwise ops recomputed in the backward pass
 }
 
 config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "small.py"), "The run to measure.")

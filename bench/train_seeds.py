@@ -51,6 +51,37 @@ def _members(config, n):
     return state_lib.members_of(c)
 
 
+def _with_remat(config, remat):
+    c = config.copy_and_resolve_references()
+    c.model.remat = remat
+    return c
+
+
+def _out_of_memory(e: Exception) -> bool:
+    return "RESOURCE_EXHAUSTED" in str(e)
+
+
+def _vmapped(config, n, steps, repeats):
+    """(first call's seconds, best chunk's seconds, the remat used): the config's remat first; on
+    running out of device memory, again with model.remat "dots", then "block" (recomputation
+    for memory: the same gradients). Raises the last out-of-memory error if none fits."""
+    tries = [config.model.remat] + [r for r in ("dots", "block") if config.model.remat == "none"]
+    for i, remat in enumerate(tries):
+        try:
+            program = _program(_with_remat(config, remat), n)
+            keys, hp = state_lib.stack_members(_members(config, n))
+            t = time.perf_counter()
+            state = program.init(keys, hp)
+            jax.block_until_ready(program.chunk(state, steps))
+            first_s = time.perf_counter() - t
+            return first_s, _time_chunk(program, state, steps, repeats)[0], remat
+        except jax.errors.JaxRuntimeError as e:
+            if not _out_of_memory(e) or i == len(tries) - 1:
+                raise
+            print(f"N = {n}: out of device memory with model.remat={remat!r}; trying {tries[i + 1]!r}", file=sys.stderr, flush=True)
+            program = state = None  # free the device buffers before the next try
+
+
 def _time_chunk(program, state, steps, repeats):
     best = float("inf")
     for _ in range(repeats):
@@ -76,13 +107,14 @@ def main(argv):
     for n in [int(s) for s in F.seeds.split(",")]:
         members = _members(config, n)
         # Vmapped: all N in one program.
-        program = _program(config, n)
-        keys, hp = state_lib.stack_members(members)
-        t = time.perf_counter()
-        state = program.init(keys, hp)
-        jax.block_until_ready(program.chunk(state, F.steps))
-        first_s = time.perf_counter() - t
-        vmap_s, _ = _time_chunk(program, state, F.steps, F.repeats)
+        try:
+            first_s, vmap_s, remat = _vmapped(config, n, F.steps, F.repeats)
+        except jax.errors.JaxRuntimeError as e:
+            if not _out_of_memory(e):
+                raise
+            results["rows"].append(dict(n=n, error=f"out of device memory with every model.remat tried: {str(e).splitlines()[0][:300]}"))
+            print(json.dumps(results["rows"][-1]), file=sys.stderr, flush=True)
+            break  # a larger N needs more
         compile_vmap = first_s - vmap_s if n > 1 else compile_single  # N=1 is the single program, cached
         # Sequential: N single-seed runs, one after the other, same compiled program.
         seq_s = 0.0
@@ -98,6 +130,7 @@ def main(argv):
         whole_seq_one_process = compile_single + F.run_steps / F.steps * seq_s
         row = dict(
             n=n,
+            remat=remat,  # the vmapped side's (the sequential side runs the config's)
             vmapped_seed_steps_per_s=n * F.steps / vmap_s,
             sequential_seed_steps_per_s=n * F.steps / seq_s,
             speedup=seq_s / vmap_s,

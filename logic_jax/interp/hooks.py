@@ -116,6 +116,11 @@ class Hooks:
         if known is not None:
             check_sites(set(self.patches) | set(self.cache_names), known)
 
+    @property
+    def passive(self) -> bool:
+        """Nothing patched, nothing cached: the forward computes what it would without hooks."""
+        return not self.patches and not self.cache_names
+
     def __call__(self, name: str, x: Array) -> Array:
         self.seen.append(name)
         if name in self.patches:

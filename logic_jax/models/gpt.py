@@ -39,6 +39,10 @@ DTYPES = ("float32", "bfloat16")
 # on TPUs only); the upper-case ones name the algorithm exactly (inputs rounded to TF32 or
 # bfloat16, float32 accumulation; TF32_TF32_F32 does not compile on CPUs).
 MATMUL_PRECISIONS = ("default", "tensorfloat32", "float32", "bfloat16", "high", "highest", "TF32_TF32_F32", "BF16_BF16_F32", "F32_F32_F32")
+# What the backward pass keeps of a block (jax.checkpoint): everything ("none"); its input alone,
+# recomputing the rest, about one more forward ("block"); its matmul outputs, recomputing the
+# elementwise ops ("dots").
+REMATS = ("none", "block", "dots")
 
 
 class GPTConfigError(ValueError):
@@ -61,6 +65,7 @@ class GPTConfig:
     # matmul inputs are bfloat16 (LayerNorm statistics, softmax and logits in float32).
     dtype: str = "float32"
     matmul_precision: str = "default"  # jax.default_matmul_precision for float32 matmuls
+    remat: str = "none"  # memory, not math: see REMATS (forwards that cache or patch sites keep all)
 
     def __post_init__(self):
         for name in ("vocab_size", "max_len", "n_layers", "n_heads", "d_model", "d_mlp"):
@@ -77,6 +82,8 @@ class GPTConfig:
             raise GPTConfigError(f"model config field 'dtype': must be one of {DTYPES}, got {self.dtype!r}")
         if self.matmul_precision not in MATMUL_PRECISIONS:
             raise GPTConfigError(f"model config field 'matmul_precision': must be one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}")
+        if self.remat not in REMATS:
+            raise GPTConfigError(f"model config field 'remat': must be one of {REMATS}, got {self.remat!r}")
 
     @property
     def d_head(self) -> int:
@@ -102,6 +109,12 @@ def _no_hooks(name: str, x: Array) -> Array:
 
 def _cast(param: nnx.Param, dtype: str) -> Array:
     return param[...].astype(dtype)
+
+
+def _add_bias(x: Array, bias: nnx.Param, dtype: str) -> Array:
+    # The sum in float32, then rounded: with bfloat16 activations the backward pass then sums a
+    # bias' gradient over batch and positions in float32 (in bfloat16 it is tens of % off).
+    return (x.astype(jnp.float32) + bias[...]).astype(dtype)
 
 
 def _layer_norm(cfg: GPTConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
@@ -135,9 +148,10 @@ class Attention(nnx.Module):
     def __call__(self, x: Array, hooks) -> Array:
         site = functools.partial(block_site, self.layer)
         w = functools.partial(_cast, dtype=self.dtype)
-        q = hooks(site("hook_q"), jnp.einsum("bpd,dhe->bphe", x, w(self.W_Q)) + w(self.b_Q))
+        bias = functools.partial(_add_bias, dtype=self.dtype)
+        q = hooks(site("hook_q"), bias(jnp.einsum("bpd,dhe->bphe", x, w(self.W_Q)), self.b_Q))
         k = hooks(site("hook_k"), jnp.einsum("bpd,dhe->bphe", x, w(self.W_K)))
-        v = hooks(site("hook_v"), jnp.einsum("bpd,dhe->bphe", x, w(self.W_V)) + w(self.b_V))
+        v = hooks(site("hook_v"), bias(jnp.einsum("bpd,dhe->bphe", x, w(self.W_V)), self.b_V))
         scores = jnp.einsum("bqhe,bkhe->bhqk", q, k) * self.scale
         n = x.shape[1]
         causal = jnp.tril(jnp.ones((n, n), bool))
@@ -145,7 +159,7 @@ class Attention(nnx.Module):
         scores = hooks(site("hook_attn_scores"), jnp.where(causal, scores, jnp.asarray(-1e9, scores.dtype)))
         pattern = hooks(site("hook_pattern"), jax.nn.softmax(scores.astype(jnp.float32), axis=-1))
         z = hooks(site("hook_z"), jnp.einsum("bhqk,bkhe->bqhe", pattern.astype(self.dtype), v))
-        return jnp.einsum("bqhe,hed->bqd", z, w(self.W_O)) + w(self.b_O)
+        return bias(jnp.einsum("bqhe,hed->bqd", z, w(self.W_O)), self.b_O)
 
 
 class MLP(nnx.Module):
@@ -159,8 +173,9 @@ class MLP(nnx.Module):
 
     def __call__(self, x: Array) -> Array:
         w = functools.partial(_cast, dtype=self.dtype)
+        bias = functools.partial(_add_bias, dtype=self.dtype)
         # tanh GELU, as GPT-2.
-        return jax.nn.gelu(x @ w(self.W_in) + w(self.b_in), approximate=True) @ w(self.W_out) + w(self.b_out)
+        return bias(jax.nn.gelu(bias(x @ w(self.W_in), self.b_in), approximate=True) @ w(self.W_out), self.b_out)
 
 
 class Block(nnx.Module):
@@ -199,12 +214,22 @@ class GPT(nnx.Module):
         w = functools.partial(_cast, dtype=self.cfg.dtype)
         # Read while tracing: the backward pass keeps each matmul's precision.
         with jax.default_matmul_precision(self.cfg.matmul_precision):
-            embed = hooks("hook_embed", embed_rows(w(self.W_E), tokens))
-            pos = hooks("hook_pos_embed", jnp.broadcast_to(w(self.W_pos)[:length], embed.shape))
+            # Rows taken from the float32 tables, then rounded: their gradients (a scatter-add over
+            # tokens, a sum over the batch) accumulate in float32.
+            embed = hooks("hook_embed", embed_rows(self.W_E[...], tokens).astype(self.cfg.dtype))
+            pos = hooks("hook_pos_embed", jnp.broadcast_to(self.W_pos[...][:length], embed.shape).astype(self.cfg.dtype))
             x = embed + pos
             for block in self.blocks:
-                x = block(x, hooks)
-            return (self.ln_final(x) @ w(self.W_U) + w(self.b_U)).astype(jnp.float32)
+                x = self._block(block, x, hooks)
+            return (self.ln_final(x) @ w(self.W_U)).astype(jnp.float32) + self.b_U[...]
+
+    def _block(self, block: Block, x: Array, hooks) -> Array:
+        # Only a forward whose hooks record nothing: a cached or patched site's array would be a
+        # tracer of the rematerialised function, leaked out of it.
+        if self.cfg.remat == "none" or not (hooks is _no_hooks or getattr(hooks, "passive", False)):
+            return block(x, hooks)
+        policy = jax.checkpoint_policies.dots_saveable if self.cfg.remat == "dots" else None
+        return nnx.remat(lambda b, y: b(y, hooks), policy=policy)(block, x)
 
 
 # --- The functional form ---------------------------------------------------------------------
