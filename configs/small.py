@@ -17,6 +17,12 @@ Result: not yet run to the end. On one H100 (2026-11-26, BENCHMARKS.md), 64 seed
 step 800; at that speed 64 seeds take about 5 hours for the 50,000 steps, and the config's 8 seeds (43 ms a
 step) about 36 minutes plus evaluations. Sized for one GPU: 50,000 steps x
 8 seeds x 512 problems = 205M problems. On a 2-core CPU use configs/tiny_cpu.py instead.
+Again on one H100 (2026-11-27, results/h100_small_8_seeds/), 8 seeds with
+``--config.model.matmul_precision=BF16_BF16_F32`` (the fastest numerics there, 201
+seed-steps/s): five seeds passed 99% exact match by step 4,000 (222 s of training), seed 1 stayed
+at 94-96% and seeds 0 and 5 at 38% and 61% up to step 5,650, where the lease ended. 64 seeds
+with those numerics asked for 91 GiB and did not fit in 80; ``--config.model.remat=dots`` (or
+``block``) keeps far fewer activations for the backward pass (not yet run on a GPU).
 """
 
 from logic_jax.train.config import base_config
