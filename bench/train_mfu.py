@@ -27,7 +27,6 @@ sys.path.insert(0, REPO)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
 import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -79,13 +78,6 @@ def _best(fn, *args, repeats):
     return best
 
 
-def _with(config, overrides: dict):
-    """A copy of the config with dotted keys set."""
-    config = ml_collections.ConfigDict(config_lib.to_dict(config))
-    config.update_from_flattened_dict(overrides)
-    return config
-
-
 def _program(config):
     """The trainer's compiled program for the config, and its initial state."""
     model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
@@ -125,7 +117,7 @@ def main(argv):
         if name not in VARIANTS:
             raise app.UsageError(f"--variants: unknown variant {name!r}; known: {', '.join(VARIANTS)}")
         try:
-            variant_s = _time_chunk(*_program(_with(config, VARIANTS[name])), steps, F.repeats)
+            variant_s = _time_chunk(*_program(config_lib.with_overrides(config, VARIANTS[name])), steps, F.repeats)
         except Exception as e:  # noqa: BLE001 - e.g. TF32 does not compile on CPUs; the others still count
             variants.append(dict(name=name, overrides=VARIANTS[name], error=f"{type(e).__name__}: {str(e)[:300]}"))
             continue

@@ -51,25 +51,19 @@ def _members(config, n):
     return state_lib.members_of(c)
 
 
-def _with_remat(config, remat):
-    c = config.copy_and_resolve_references()
-    c.model.remat = remat
-    return c
-
-
 def _out_of_memory(e: Exception) -> bool:
     return "RESOURCE_EXHAUSTED" in str(e)
 
 
-def _vmapped(config, n, steps, repeats):
+def _vmapped(config, members, steps, repeats):
     """(first call's seconds, best chunk's seconds, the remat used): the config's remat first; on
     running out of device memory, again with model.remat "dots", then "block" (recomputation
     for memory: the same gradients). Raises the last out-of-memory error if none fits."""
     tries = [config.model.remat] + [r for r in ("dots", "block") if config.model.remat == "none"]
     for i, remat in enumerate(tries):
         try:
-            program = _program(_with_remat(config, remat), n)
-            keys, hp = state_lib.stack_members(_members(config, n))
+            program = _program(config_lib.with_overrides(config, {"model.remat": remat}), len(members))
+            keys, hp = state_lib.stack_members(members)
             t = time.perf_counter()
             state = program.init(keys, hp)
             jax.block_until_ready(program.chunk(state, steps))
@@ -78,7 +72,7 @@ def _vmapped(config, n, steps, repeats):
         except jax.errors.JaxRuntimeError as e:
             if not _out_of_memory(e) or i == len(tries) - 1:
                 raise
-            print(f"N = {n}: out of device memory with model.remat={remat!r}; trying {tries[i + 1]!r}", file=sys.stderr, flush=True)
+            print(f"N = {len(members)}: out of device memory with model.remat={remat!r}; trying {tries[i + 1]!r}", file=sys.stderr, flush=True)
             program = state = None  # free the device buffers before the next try
 
 
@@ -108,7 +102,7 @@ def main(argv):
         members = _members(config, n)
         # Vmapped: all N in one program.
         try:
-            first_s, vmap_s, remat = _vmapped(config, n, F.steps, F.repeats)
+            first_s, vmap_s, remat = _vmapped(config, members, F.steps, F.repeats)
         except jax.errors.JaxRuntimeError as e:
             if not _out_of_memory(e):
                 raise

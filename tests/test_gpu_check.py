@@ -96,12 +96,12 @@ def test_train_seeds_retries_an_n_that_runs_out_of_memory_with_remat(monkeypatch
         return real(c, n)
 
     monkeypatch.setattr(train_seeds, "_program", program)
-    first_s, best_s, remat = train_seeds._vmapped(config, 2, steps=2, repeats=1)
+    first_s, best_s, remat = train_seeds._vmapped(config, train_seeds._members(config, 2), steps=2, repeats=1)
     assert tried == ["none", "dots", "block"] and remat == "block" and 0 < best_s <= first_s
     tried.clear()
     config.model.remat = "dots"  # a remat asked for is the only one tried
     with pytest.raises(jax.errors.JaxRuntimeError, match="RESOURCE_EXHAUSTED"):
-        train_seeds._vmapped(config, 2, steps=2, repeats=1)
+        train_seeds._vmapped(config, train_seeds._members(config, 2), steps=2, repeats=1)
     assert tried == ["dots"]
     # The summary names the remat of a row, and an N that fit with none.
     row = dict(n=8, remat="block", vmapped_seed_steps_per_s=200.0, sequential_seed_steps_per_s=175.0, speedup=1.14, whole_run_s=dict(speedup=6.0))

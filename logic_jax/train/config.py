@@ -85,6 +85,13 @@ def to_dict(config) -> dict[str, Any]:
     return json.loads(json.dumps(config))
 
 
+def with_overrides(config, overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """A copy of the config with dotted keys set (``{"model.remat": "dots"}``)."""
+    config = ml_collections.ConfigDict(to_dict(config))
+    config.update_from_flattened_dict(dict(overrides))
+    return config
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in d.items():
