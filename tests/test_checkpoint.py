@@ -123,6 +123,9 @@ def test_a_signal_during_start_up_stops_before_training(tmp_path):
     assert _committed(workdir) == []
 
 
+# Orbax leaves the reads of a damaged array's chunks as coroutines never awaited; the garbage
+# collector reports them (as pytest warnings, about 70) in whichever case runs next.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("how", ["garbage", "array data", "digest", "run item", "metrics item", "no run item"])
 def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog, capfd, how):
     workdir, reference_dir = str(tmp_path / "run"), str(tmp_path / "reference")

@@ -136,8 +136,10 @@ def test_inspect_errors(run, tmp_path):
     bad.write_bytes(b"\xff\xfe{}\n")
     with pytest.raises(evaluate_lib.ProblemsFileError, match=rf"{re.escape(str(bad))}: 'utf-8' codec can't decode"):
         inspection.inspect_run(workdir, problems_file=str(bad))
-    with pytest.raises(ValueError, match="num_problems must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="num_problems must be 1 to 10,000,000, got 0"):
         inspection.inspect_run(workdir, num_problems=0)
+    with pytest.raises(ValueError, match="num_problems must be 1 to 10,000,000, got 100,000,000"):
+        inspection.inspect_run(workdir, num_problems=10**8)
     out = _cli(f"--workdir={tmp_path / 'missing'}")
     assert out.returncode == 1 and "no such workdir" in out.stderr
     out = _cli(f"--workdir={workdir}", "--num_problems=-1")

@@ -61,7 +61,7 @@ def test_sweep_trains_groups_and_matches_single_runs(tmp_path):
     with open(tmp_path / "summary.csv") as f:
         table = list(csv.DictReader(f))
     assert [float(r["optim.lr"]) for r in table] == [3e-3, 1e-2]
-    assert set(table[0]) >= {"exact_mean", "exact_min", "steps_to_100", "wall_time_s", "seeds"}
+    assert set(table[0]) >= {"exact_mean", "exact_min", "seeds_at_99", "seeds_at_100", "steps_to_100", "wall_time_s", "seeds"}
     assert "| point |" in open(tmp_path / "summary.md").read()
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = subprocess.run([sys.executable, "launch/inspect.py", f"--workdir={tmp_path}", f"--curves={tmp_path / 'again.png'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -190,6 +190,17 @@ def test_steps_to_100_is_the_first_evaluation_with_every_seed_perfect():
     evals = [(100, [dict(exact=1.0), dict(exact=0.9)]), (200, [dict(exact=0.98), dict(exact=1.0)]), (300, [dict(exact=1.0), dict(exact=1.0)])]
     assert steps_to_perfect(evals, [0, 1]) == 300  # not 200: no seed may slip back
     assert steps_to_perfect(evals, [0]) == 100 and steps_to_perfect(evals[:2], [0, 1]) is None
+
+
+def test_the_summary_rows_count_the_seeds_that_reach_99_and_100_percent():
+    group = [dict(index=0, overrides={"optim.lr": 1e-3}), dict(index=1, overrides={"optim.lr": 3e-3})]
+    owner = [0, 0, 0, 1, 1, 1]  # three seeds a point
+    last = [dict(exact=e, first_token=1.0) for e in (1.0, 0.995, 0.5, 0.98, 1.0, 1.0)]
+    rows = sweep._rows(group, owner, 0, 200, [(100, [dict(exact=0.0, first_token=0.0)] * 6), (200, last)], 9.0)
+    assert [(r["seeds_at_99"], r["seeds_at_100"]) for r in rows] == [(2, 1), (2, 2)]
+    assert [r["exact_min"] for r in rows] == [0.5, 0.98] and [r["steps_to_100"] for r in rows] == [None, None]
+    unevaluated = sweep._rows(group, owner, 0, 200, [], 9.0)  # stopped before its first evaluation
+    assert unevaluated[0]["seeds_at_99"] is None and unevaluated[0]["seeds_at_100"] is None
 
 
 def test_the_summary_table_never_rounds_a_seed_short_of_100_percent_up_to_1():

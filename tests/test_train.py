@@ -279,6 +279,7 @@ def test_decode_stops_at_eos_and_scores():
         (dict(**{"optim.lr": float("nan")}), "optim.lr': must be a finite number"),
         (dict(seed=-1), "'seed': must be an integer >= 0"),  # PRNGKey(-1) is PRNGKey(2**32 - 1)
         (dict(seed=2**32), "would repeat seed 0"),
+        (dict(eval_size=10**8), "'eval_size': must be at most 10,000,000"),  # sampled at once, kept in memory
     ],
 )
 def test_bad_values_name_the_key(tmp_path, overrides, match):

@@ -19,6 +19,7 @@ from logic_jax.models.gpt import GPTConfig, GPTConfigError
 from logic_jax.problem.config import ConfigError as ProblemConfigError
 from logic_jax.problem.config import MAX_SEED, ProblemConfig
 from logic_jax.problem import format as fmt
+from logic_jax.train.evaluate import MAX_PROBLEMS
 
 
 class ConfigError(ValueError):
@@ -119,6 +120,8 @@ def check(config, *, extra_keys: tuple[str, ...] = ()) -> None:
         raise ConfigError(f"unknown config key(s) {unknown}")
     for key, minimum in (("num_seeds", 1), ("num_steps", 0), ("batch_size", 1), ("steps_per_call", 1), ("checkpoint_every", 1), ("eval_every", 0), ("eval_size", 1), ("keep_checkpoints", 1), ("num_devices", 0)):
         _int(d, key, minimum)
+    if d["eval_size"] > MAX_PROBLEMS:
+        raise ConfigError(f"config key 'eval_size': must be at most {MAX_PROBLEMS:,} (the held-out problems are sampled at once and kept in memory), got {d['eval_size']:,}")
     _int(d, "seed", 0)
     if d["seed"] > MAX_SEED:
         raise ConfigError(f"config key 'seed': must be at most {MAX_SEED} (jax.random keeps 32 bits: {d['seed']} would repeat seed {d['seed'] % 2**32}), got {d['seed']}")

@@ -71,7 +71,14 @@ class Problems:
         return len(self.tokens)
 
 
+# Held-out problems are sampled in one call and kept on the host: 10M depth-3 problems are
+# 2.7 GB of tokens (far more overflows XLA's 32-bit indexing, and decoding them takes hours).
+MAX_PROBLEMS = 10_000_000
+
+
 def fresh_problems(key: jax.Array, problem_cfg: ProblemConfig, n: int) -> Problems:
+    if not 1 <= n <= MAX_PROBLEMS:
+        raise ValueError(f"{n} held-out problems: must be 1 to {MAX_PROBLEMS:,}")
     batch = jax.device_get(sample(key, problem_cfg, n))
     return Problems(np.asarray(batch.tokens), np.asarray(batch.first_answer), np.asarray(batch.case), problem_cfg.context_len)
 

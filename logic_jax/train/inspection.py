@@ -62,8 +62,8 @@ def inspect_run(workdir: str, step: int | None = None, problems_file: str | None
         source = dict(kind="file", path=os.path.abspath(problems_file), n=len(problems))
     else:
         n = config["eval_size"] if num_problems is None else num_problems
-        if n < 1:
-            raise ValueError(f"num_problems must be at least 1, got {n}")
+        if not 1 <= n <= evaluate_lib.MAX_PROBLEMS:
+            raise ValueError(f"num_problems must be 1 to {evaluate_lib.MAX_PROBLEMS:,}, got {n:,}")
         source = dict(kind="fresh", n=n, note="the trainer's held-out evaluation problems (eval key of each member's config seed)")
     evaluate = evaluate_lib.make_evaluate(model_cfg, problem_cfg.context_len, None, batch=min(source["n"], 1024))
     if problems_file:
@@ -141,7 +141,7 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "The run's --workdir (or its checkpoints/ directory).")
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest good one).")
     flags.DEFINE_string("problems", None, "Problem file of launch/sample.py: JSONL (context, answer) or npz; default: fresh held-out problems.")
-    flags.DEFINE_integer("num_problems", None, "Fresh problems to evaluate (default: the config's eval_size).", lower_bound=1)
+    flags.DEFINE_integer("num_problems", None, "Fresh problems to evaluate (default: the config's eval_size).", lower_bound=1, upper_bound=evaluate_lib.MAX_PROBLEMS)
     flags.DEFINE_enum("format", "text", ["text", "json"], "Output format.")
     flags.DEFINE_string("attention", None, "Instead of evaluating: draw the attention of --seed on a problem to this PNG.")
     flags.DEFINE_string("curves", None, "Instead of evaluating: draw the run's loss and exact match against step to this PNG (mid-run too).")

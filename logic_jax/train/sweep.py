@@ -145,6 +145,9 @@ def _rows(group: list[dict], owner: list[int], g: int, step: int, evals: list, w
             eval_step=evals[-1][0] if evals else None,
             exact_mean=float(np.mean(exact)) if exact else None,
             exact_min=float(np.min(exact)) if exact else None,
+            # Seeds are bimodal (most learn the task, some stay on a plateau): how many got there.
+            seeds_at_99=sum(e >= 0.99 for e in exact) if final else None,
+            seeds_at_100=sum(e >= 1.0 for e in exact) if final else None,
             first_token_mean=float(np.mean(first)) if first else None,
             steps_to_100=steps_to_perfect(evals, idx),
             wall_time_s=round(wall_time, 1),
@@ -234,7 +237,8 @@ def summary_markdown(rows: list[dict]) -> str:
         out.write("| " + " | ".join(_cell(r[c], c) for c in cols) + " |\n")
     out.write(
         "\nstep: where the group's training stopped; exact_mean / exact_min: whole-proof exact match over seeds at "
-        "the last evaluation (eval_step; the last step unless the sweep was stopped early); steps_to_100: first "
+        "the last evaluation (eval_step; the last step unless the sweep was stopped early); seeds_at_99 / seeds_at_100: "
+        "how many seeds reach 99% / 100% there; steps_to_100: first "
         "evaluated step where every seed is at 100% ('-': not reached); wall_time_s: the group's time "
         "(points of one group train together); diverged: the step of a non-finite loss, which stops its whole "
         "group (the numbers are then its last checkpoint's).\n"
