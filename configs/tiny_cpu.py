@@ -35,7 +35,7 @@ minutes each with 2 seeds); and, on 4 seeds to step 1,000-3,000 (bench/train_tri
 BENCHMARKS.md): 4 heads; 4 layers; no weight decay; a 5x loss weight on the first answer token;
 a quarter of every batch from the two cases the stuck seeds miss; OR only (p_and 0); init_std
 0.08; lr 1e-2; weight decay 1.0; d_model 48 with 3 heads; sinusoidal positional embeddings at
-init (for the previous-token head); Adam b2 0.95 (to step 1,000); 30% more linear queries in
+init (for the previous-token head); Adam b2 0.95 (to step 1,000); d_model 128 (to step 4,000: 49-58%); 30% more linear queries in
 training (their restated truth value needs the lookup; to step 3,500). For 99% on every seed, train longer or on a GPU
 (configs/small.py).
 """

@@ -145,7 +145,7 @@ def _rows(group: list[dict], owner: list[int], g: int, step: int, evals: list, w
             eval_step=evals[-1][0] if evals else None,
             exact_mean=float(np.mean(exact)) if exact else None,
             exact_min=float(np.min(exact)) if exact else None,
-            # Seeds are bimodal (most learn the task, some stay on a plateau): how many got there.
+            # Seeds tend to split into those that learn the task and those left on a plateau: count them.
             seeds_at_99=sum(e >= 0.99 for e in exact) if final else None,
             seeds_at_100=sum(e >= 1.0 for e in exact) if final else None,
             first_token_mean=float(np.mean(first)) if first else None,
