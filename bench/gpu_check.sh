@@ -12,7 +12,7 @@
 #   'numerics' line>"; the run itself starts again from step 0.)
 #   part "open" (the open issue's figures): a tiny checkpoint written on the GPU unless tests/data/gpu_checkpoint
 #                                 holds one (tests/test_inspect.py reads it), train_mfu at 8 seeds as configured (TF32) and
-#                                 with bf16 matmuls, bf16 activations and remat "dots" (fp32 and named TF32 were timed on
+#                                 with bf16 matmuls, bf16 activations (with and without cuDNN's flash attention) and remat "dots" (fp32 and named TF32 were timed on
 #                                 2026-11-27: 88.5 and 43.7 ms, BENCHMARKS.md), then with the fastest ($BEST): a kernel
 #                                 profile, the PyTorch reference, N = 1/8/64 seeds (an N that runs out of memory is retried
 #                                 with remat), and train_small to the end;
@@ -38,7 +38,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 smoke=${GPU_CHECK_SMOKE:-0}   # 1: tiny sizes, to rehearse the script on a CPU
-MFU_VARIANTS=${MFU_VARIANTS:-bf16mm,bf16,dots}  # train_mfu's numerics besides the config's (bench/train_mfu.py VARIANTS)
+MFU_VARIANTS=${MFU_VARIANTS:-bf16mm,bf16,bf16fused,dots}  # train_mfu's numerics besides the config's (bench/train_mfu.py VARIANTS)
 
 BEST_FILE=${BEST_FILE:-/tmp/gpu_check_best_flags}  # the numerics "open" chose, kept on the machine
 BUDGET_S=${BUDGET_S:-0}  # > 0: the whole call ends within this many seconds (the archive is still written)
@@ -72,7 +72,7 @@ else
   # gpu_summary.py projects the 64-seed wall time from train_seeds' step times. Chunks of 50
   # steps (a SIGTERM waits for the one in flight), evaluations every 500 (a stop does not evaluate).
   RUN_SEEDS=${RUN_SEEDS:-8}; RUN_CFG="--config.eval_every=500 --config.checkpoint_every=1000 --config.steps_per_call=50"
-  MFU="--steps=20 --repeats=2"  # 8 seeds (the config's): 4 numerics x ~40 s (compilation, timing); N = 64 is train_seeds' job
+  MFU="--steps=20 --repeats=2"  # 8 seeds (the config's): 5 numerics x ~40 s (compilation, timing); N = 64 is train_seeds' job
   PROFILE=""; TORCH="--seeds=4 --steps=20"
   ANALYZE_S=${ANALYZE_S:-150}; ANALYZE_CFG=""  # the paper's sizes; 8 seeds took 336 s on 2 CPU cores (tiny_cpu)
 fi
@@ -115,7 +115,7 @@ gpu_checkpoint() {  # a tiny run written on the GPU, for tests/test_inspect.py: 
 
 if [ "$part" = open ]; then  # the open issue's figures (#3) with the fastest numerics, then training until the budget ends
   [ -d tests/data/gpu_checkpoint ] || gpu_checkpoint
-  step train_mfu 240 python3 bench/train_mfu.py --config=configs/small.py $MFU --variants=$MFU_VARIANTS $TRAIN_CFG --out="$R/train_mfu.json"
+  step train_mfu 280 python3 bench/train_mfu.py --config=configs/small.py $MFU --variants=$MFU_VARIANTS $TRAIN_CFG --out="$R/train_mfu.json"
   BEST=$(python3 bench/gpu_summary.py --best_flags "$R/train_mfu.json" 2>/dev/null)
   echo "$BEST" >"$BEST_FILE"  # for "train_small" in the next call on this machine
   if [ -s "$R/train_mfu.json" ]; then echo "numerics ${BEST:-as-configured}" >>"$R/status.txt"

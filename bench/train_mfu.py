@@ -13,9 +13,10 @@ the step runs with the config's numerics (``model.dtype``, ``model.matmul_precis
 default float32, which XLA may run on TF32 tensor cores). Prints one JSON object.
 
 ``--variants`` also times the step with other numerics (``VARIANTS``: float32 matmuls with
-TF32 forbidden, TF32 or bfloat16 matmuls asked for by name, bfloat16 activations; and remat "dots", which
-trades memory traffic for recomputation), so one GPU run says which is fastest; a variant that
-fails (TF32 on a CPU) is reported with its error.
+TF32 forbidden, TF32 or bfloat16 matmuls asked for by name, bfloat16 activations with and
+without cuDNN's flash attention; and remat "dots", which trades memory traffic for
+recomputation), so one GPU run says which is fastest; a variant that fails (a kernel the device
+lacks, memory) is reported with its error.
 """
 
 import os
@@ -43,15 +44,20 @@ VARIANTS = {
     "tf32": {"model.matmul_precision": "TF32_TF32_F32"},  # TF32 tensor cores, asked for by name
     "bf16mm": {"model.matmul_precision": "BF16_BF16_F32"},  # bfloat16 tensor cores, float32 activations
     "bf16": {"model.dtype": "bfloat16"},  # bfloat16 activations and matmuls
+    "bf16fused": {"model.dtype": "bfloat16", "model.attention": "fused"},  # and cuDNN's flash attention on a GPU
     "dots": {"model.remat": "dots"},  # the config's numerics, elementwise ops recomputed in the backward pass
 }
 
-config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "small.py"), "The run to measure.")
-flags.DEFINE_integer("steps", 50, "Steps per compiled call.")
-flags.DEFINE_integer("repeats", 3, "Timed calls (the best is kept).")
-flags.DEFINE_list("variants", [], f"Also time the step with these numerics: any of {', '.join(VARIANTS)}.")
-flags.DEFINE_string("out", None, "Also write the JSON here.")
 F = flags.FLAGS
+
+
+def define_flags():
+    """Called only when run as a script, so the tests can import time_variants() without the flags."""
+    config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "small.py"), "The run to measure.")
+    flags.DEFINE_integer("steps", 50, "Steps per compiled call.")
+    flags.DEFINE_integer("repeats", 3, "Timed calls (the best is kept).")
+    flags.DEFINE_list("variants", [], f"Also time the step with these numerics: any of {', '.join(VARIANTS)}.")
+    flags.DEFINE_string("out", None, "Also write the JSON here.")
 
 # Dense peak FLOP/s by device kind (vendor datasheets; SXM parts). None: unknown.
 PEAKS = {
@@ -91,8 +97,25 @@ def _time_chunk(program, state, steps: int, repeats: int) -> float:
     return _best(lambda s: program.chunk(s, steps)[1]["loss"], state, repeats=repeats)
 
 
+def time_variants(config, names, steps: int, repeats: int) -> list[dict]:
+    """Each VARIANTS entry's step time (``step_ms``), or the ``error`` that stopped it (a kernel a
+    device lacks, memory): one failure leaves the other variants' figures."""
+    out = []
+    for name in names:
+        row = dict(name=name, overrides=VARIANTS[name])
+        try:
+            row["step_ms"] = 1e3 * _time_chunk(*_program(config_lib.with_overrides(config, VARIANTS[name])), steps, repeats) / steps
+        except Exception as e:  # noqa: BLE001 - reported in the JSON, the others still count
+            row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+        out.append(row)
+    return out
+
+
 def main(argv):
     del argv
+    for name in F.variants:
+        if name not in VARIANTS:
+            raise app.UsageError(f"--variants: unknown variant {name!r}; known: {', '.join(VARIANTS)}")
     config = F.config
     model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
     n_seeds, batch, steps = config.num_seeds, config.batch_size, F.steps
@@ -112,16 +135,7 @@ def main(argv):
 
     sample_s = _best(jax.jit(sample_only, in_shardings=(program.sharding,)), state, repeats=F.repeats)
 
-    variants = [dict(name="config", overrides={}, step_ms=1e3 * full_s / steps)]
-    for name in F.variants:
-        if name not in VARIANTS:
-            raise app.UsageError(f"--variants: unknown variant {name!r}; known: {', '.join(VARIANTS)}")
-        try:
-            variant_s = _time_chunk(*_program(config_lib.with_overrides(config, VARIANTS[name])), steps, F.repeats)
-        except Exception as e:  # noqa: BLE001 - e.g. TF32 does not compile on CPUs; the others still count
-            variants.append(dict(name=name, overrides=VARIANTS[name], error=f"{type(e).__name__}: {str(e)[:300]}"))
-            continue
-        variants.append(dict(name=name, overrides=VARIANTS[name], step_ms=1e3 * variant_s / steps))
+    variants = [dict(name="config", overrides={}, step_ms=1e3 * full_s / steps)] + time_variants(config, F.variants, steps, F.repeats)
 
     # The step without sampling: one fixed batch per seed.
     forward = gpt.make_forward(model_cfg)
@@ -186,4 +200,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -206,6 +206,7 @@ def test_vmap_over_stacked_params(forward):
         (dict(dtype="float16"), "dtype"),
         (dict(matmul_precision="tf32"), "matmul_precision"),
         (dict(remat="full"), "remat"),
+        (dict(attention="flash"), "attention"),
     ],
 )
 def test_config_errors_name_the_field(kwargs, field):
@@ -316,6 +317,66 @@ def test_remat_leaves_a_caching_or_patching_forward_as_it_is(params):
     assert hooks.passive
     gpt.bind(cfg, params)(tokens, hooks)
     assert sorted(hooks.seen) == sorted(gpt.sites(cfg))
+
+
+@pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("bfloat16", 0.02)])
+def test_fused_attention_keeps_the_logits_and_gradients(params, dtype, tol):
+    """model.attention "fused" (jax.nn.dot_product_attention; cuDNN's kernel on a GPU, XLA's
+    here) computes what the einsums do, forward and backward, vmapped over seeds as the trainer
+    calls it; a forward whose hooks record nothing skips the score and pattern sites."""
+    import dataclasses
+
+    tokens = _tokens(n=8, length=40)
+    einsum = dataclasses.replace(CFG, dtype=dtype)
+    fused = dataclasses.replace(einsum, attention="fused")
+    stacked = jax.vmap(lambda k: gpt.init_params(k, CFG))(jax.random.split(jax.random.PRNGKey(3), 2))
+
+    def run(c):
+        logits = jax.jit(jax.vmap(lambda p: gpt.make_forward(c)(p, tokens)[0]))(stacked)
+        grads = jax.jit(jax.vmap(jax.grad(lambda p: gpt.make_forward(c)(p, tokens)[0].std())))(stacked)
+        return logits, grads
+
+    (ref_logits, ref_grads), (logits, grads) = run(einsum), run(fused)
+    assert float(jnp.abs(logits - ref_logits).max()) < tol * float(jnp.abs(ref_logits).max())
+    errors = {
+        jax.tree_util.keystr(path): float(jnp.linalg.norm(g - r) / jnp.linalg.norm(r))
+        for (path, r), g in zip(jax.tree_util.tree_flatten_with_path(ref_grads)[0], jax.tree.leaves(grads))
+    }
+    assert max(errors.values()) < 2 * tol, {k: round(v, 5) for k, v in errors.items() if v >= 2 * tol}
+    hooks = Hooks()
+    gpt.bind(fused, params)(tokens, hooks)
+    skipped = {f"blocks.{i}.attn.{s}" for i in range(CFG.n_layers) for s in ("hook_attn_scores", "hook_pattern")}
+    assert sorted(hooks.seen) == sorted(set(gpt.sites(CFG)) - skipped)
+
+
+def test_fused_attention_leaves_a_caching_or_patching_forward_on_the_einsums(params):
+    """The scores and the pattern are hook sites: a forward that caches or patches computes them,
+    and gives what the einsum config gives."""
+    import dataclasses
+
+    fused = dataclasses.replace(CFG, attention="fused")
+    tokens = _tokens()
+    patch = {"blocks.0.attn.hook_pattern": Patch(value=jnp.full((3, CFG.n_heads, 20, 20), 1 / 20))}
+    for patches in (None, patch):
+        ref, ref_cache = gpt.make_forward(CFG)(params, tokens, patches, cache=gpt.sites(CFG))
+        got, got_cache = jax.jit(gpt.make_forward(fused), static_argnames="cache")(params, tokens, patches, cache=gpt.sites(fused))
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+        assert set(got_cache) == set(gpt.sites(CFG))
+        np.testing.assert_allclose(got_cache["blocks.1.attn.hook_pattern"], ref_cache["blocks.1.attn.hook_pattern"], rtol=1e-5, atol=1e-7)
+    unpatched, _ = gpt.make_forward(fused)(params, tokens)
+    assert not np.allclose(got, unpatched)  # the patch took effect
+
+
+def test_tf32_named_computes_float32_where_there_is_no_tf32(params):
+    """A run trained on a GPU with matmul_precision TF32_TF32_F32 must still read on a CPU (XLA
+    refuses that algorithm there): the forward computes float32, bit for bit."""
+    import dataclasses
+
+    tf32 = dataclasses.replace(CFG, matmul_precision="TF32_TF32_F32")
+    assert jax.default_backend() == "cpu"
+    got = jax.jit(gpt.make_forward(tf32))(params, _tokens())[0]
+    ref = jax.jit(gpt.make_forward(dataclasses.replace(CFG, matmul_precision="float32")))(params, _tokens())[0]
+    np.testing.assert_array_equal(got, ref)
 
 
 @pytest.mark.parametrize("precision, expected", [("default", "DEFAULT"), ("float32", "HIGHEST"), ("tensorfloat32", "HIGH")])

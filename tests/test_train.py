@@ -355,20 +355,20 @@ def test_workdir_of_another_config(tmp_path):
         trainer.train(tiny_config(num_steps=10, **{"model.d_model": 32}), str(tmp_path))
     with pytest.raises(trainer.RunMismatchError, match=r"optim.lr"):
         trainer.train(tiny_config(num_steps=10, **{"optim.lr": 0.5}), str(tmp_path))
-    # Run-length keys may change: a longer run resumes.
-    longer = trainer.train(tiny_config(num_steps=20, eval_size=16), str(tmp_path))
+    # Run-length keys may change: a longer run resumes, here with another attention kernel.
+    longer = trainer.train(tiny_config(num_steps=20, eval_size=16, **{"model.attention": "fused"}), str(tmp_path))
     assert (longer.resumed_from, longer.step) == (10, 20)
     with pytest.raises(trainer.RunMismatchError, match=r"model.dtype: 'float32' -> 'bfloat16'"):
         trainer.train(tiny_config(num_steps=20, **{"model.dtype": "bfloat16"}), str(tmp_path))
 
 
 def test_a_run_written_before_a_config_key_existed_resumes(tmp_path):
-    # run.json of an older version lacks model.dtype and model.matmul_precision: they count as
-    # their defaults, and the run resumes.
+    # run.json of an older version lacks model.dtype, model.matmul_precision and
+    # model.attention: they count as their defaults, and the run resumes.
     trainer.train(tiny_config(num_steps=10), str(tmp_path))
     path = tmp_path / "run.json"
     run = json.loads(path.read_text())
-    for key in ("dtype", "matmul_precision"):
+    for key in ("dtype", "matmul_precision", "attention"):
         del run["config"]["model"][key]
     path.write_text(json.dumps(run))
     resumed = trainer.train(tiny_config(num_steps=20), str(tmp_path))

@@ -37,12 +37,20 @@ DTYPES = ("float32", "bfloat16")
 # jax.default_matmul_precision's names. On GPUs "default" may let XLA use TF32 tensor cores for
 # float32 and "float32" forbids it ("bfloat16" lowers to the same DEFAULT as "default": bfloat16
 # on TPUs only); the upper-case ones name the algorithm exactly (inputs rounded to TF32 or
-# bfloat16, float32 accumulation; TF32_TF32_F32 does not compile on CPUs).
+# bfloat16, float32 accumulation). Only GPUs have TF32: elsewhere TF32_TF32_F32 computes float32
+# (XLA refuses to compile it), so a GPU run's checkpoint still reads on a CPU.
 MATMUL_PRECISIONS = ("default", "tensorfloat32", "float32", "bfloat16", "high", "highest", "TF32_TF32_F32", "BF16_BF16_F32", "F32_F32_F32")
 # What the backward pass keeps of a block (jax.checkpoint): everything ("none"); its input alone,
 # recomputing the rest, about one more forward ("block"); its matmul outputs, recomputing the
 # elementwise ops ("dots").
 REMATS = ("none", "block", "dots")
+# How attention is computed where no hook records or patches it (training, evaluation): the
+# einsums below ("einsum"), or jax.nn.dot_product_attention ("fused": cuDNN's flash attention on
+# an NVIDIA GPU with bfloat16 activations, which takes the [batch, pos, head, d_head] layout as
+# it is and never writes the scores; XLA's version of the same math elsewhere, so a checkpoint
+# reads anywhere). A forward that caches or patches a site always takes the einsums: the scores
+# and the pattern are hook sites.
+ATTENTIONS = ("einsum", "fused")
 
 
 class GPTConfigError(ValueError):
@@ -66,6 +74,7 @@ class GPTConfig:
     dtype: str = "float32"
     matmul_precision: str = "default"  # jax.default_matmul_precision for float32 matmuls
     remat: str = "none"  # memory, not math: see REMATS (forwards that cache or patch sites keep all)
+    attention: str = "einsum"  # speed, not math: see ATTENTIONS
 
     def __post_init__(self):
         for name in ("vocab_size", "max_len", "n_layers", "n_heads", "d_model", "d_mlp"):
@@ -84,6 +93,8 @@ class GPTConfig:
             raise GPTConfigError(f"model config field 'matmul_precision': must be one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}")
         if self.remat not in REMATS:
             raise GPTConfigError(f"model config field 'remat': must be one of {REMATS}, got {self.remat!r}")
+        if self.attention not in ATTENTIONS:
+            raise GPTConfigError(f"model config field 'attention': must be one of {ATTENTIONS}, got {self.attention!r}")
 
     @property
     def d_head(self) -> int:
@@ -105,6 +116,22 @@ def sites(cfg: GPTConfig) -> tuple[str, ...]:
 
 def _no_hooks(name: str, x: Array) -> Array:
     return x
+
+
+def _records_nothing(hooks) -> bool:
+    return hooks is _no_hooks or getattr(hooks, "passive", False)
+
+
+def _fused_attention(q: Array, k: Array, v: Array, scale: float) -> Array:
+    """Causal attention of [batch, pos, head, d_head] q, k, v -> z, the same layout."""
+    cudnn = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+    return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True, implementation="cudnn" if cudnn else "xla")
+
+
+def _matmul_precision(cfg: GPTConfig) -> str:
+    if cfg.matmul_precision == "TF32_TF32_F32" and jax.default_backend() != "gpu":
+        return "float32"
+    return cfg.matmul_precision
 
 
 def _cast(param: nnx.Param, dtype: str) -> Array:
@@ -144,6 +171,7 @@ class Attention(nnx.Module):
         self.layer = layer
         self.scale = 1.0 / math.sqrt(e)
         self.dtype = cfg.dtype
+        self.fused = cfg.attention == "fused"
 
     def __call__(self, x: Array, hooks) -> Array:
         site = functools.partial(block_site, self.layer)
@@ -152,14 +180,22 @@ class Attention(nnx.Module):
         q = hooks(site("hook_q"), bias(jnp.einsum("bpd,dhe->bphe", x, w(self.W_Q)), self.b_Q))
         k = hooks(site("hook_k"), jnp.einsum("bpd,dhe->bphe", x, w(self.W_K)))
         v = hooks(site("hook_v"), bias(jnp.einsum("bpd,dhe->bphe", x, w(self.W_V)), self.b_V))
+        if self.fused and _records_nothing(hooks):
+            z = _fused_attention(q, k, v, self.scale)
+        else:
+            z = self._attend(q, k, v, hooks)
+        z = hooks(site("hook_z"), z)
+        return bias(jnp.einsum("bqhe,hed->bqd", z, w(self.W_O)), self.b_O)
+
+    def _attend(self, q: Array, k: Array, v: Array, hooks) -> Array:
+        site = functools.partial(block_site, self.layer)
         scores = jnp.einsum("bqhe,bkhe->bhqk", q, k) * self.scale
-        n = x.shape[1]
+        n = q.shape[1]
         causal = jnp.tril(jnp.ones((n, n), bool))
         # A finite fill (not -inf) keeps cached scores usable in means and plots.
         scores = hooks(site("hook_attn_scores"), jnp.where(causal, scores, jnp.asarray(-1e9, scores.dtype)))
         pattern = hooks(site("hook_pattern"), jax.nn.softmax(scores.astype(jnp.float32), axis=-1))
-        z = hooks(site("hook_z"), jnp.einsum("bhqk,bkhe->bqhe", pattern.astype(self.dtype), v))
-        return bias(jnp.einsum("bqhe,hed->bqd", z, w(self.W_O)), self.b_O)
+        return jnp.einsum("bhqk,bkhe->bqhe", pattern.astype(self.dtype), v)
 
 
 class MLP(nnx.Module):
@@ -213,7 +249,7 @@ class GPT(nnx.Module):
             raise ValueError(f"sequence length {length} exceeds the model's max_len={self.cfg.max_len}")
         w = functools.partial(_cast, dtype=self.cfg.dtype)
         # Read while tracing: the backward pass keeps each matmul's precision.
-        with jax.default_matmul_precision(self.cfg.matmul_precision):
+        with jax.default_matmul_precision(_matmul_precision(self.cfg)):
             # Rows taken from the float32 tables, then rounded: their gradients (a scatter-add over
             # tokens, a sum over the batch) accumulate in float32.
             embed = hooks("hook_embed", embed_rows(self.W_E[...], tokens).astype(self.cfg.dtype))
@@ -226,7 +262,7 @@ class GPT(nnx.Module):
     def _block(self, block: Block, x: Array, hooks) -> Array:
         # Only a forward whose hooks record nothing: a cached or patched site's array would be a
         # tracer of the rematerialised function, leaked out of it.
-        if self.cfg.remat == "none" or not (hooks is _no_hooks or getattr(hooks, "passive", False)):
+        if self.cfg.remat == "none" or not _records_nothing(hooks):
             return block(x, hooks)
         policy = jax.checkpoint_policies.dots_saveable if self.cfg.remat == "dots" else None
         return nnx.remat(lambda b, y: b(y, hooks), policy=policy)(block, x)

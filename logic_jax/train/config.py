@@ -38,6 +38,7 @@ RUN_LENGTH_KEYS = (
     "num_devices",
     "progress",
     "model.remat",  # memory: the same gradients, recomputed
+    "model.attention",  # speed: the same math, another kernel
 )
 
 OPTIM_KEYS = ("lr", "warmup_steps", "decay_steps", "end_lr_frac", "weight_decay", "b1", "b2", "eps", "clip_norm")
@@ -66,9 +67,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.progress = True  # tqdm progress bar
     # dtype "bfloat16": bfloat16 activations (float32 parameters and optimizer); matmul_precision:
     # jax.default_matmul_precision of the float32 matmuls (GPU "default" may use TF32); remat:
-    # what the backward pass keeps of a block ("none", "block", "dots": models/gpt.py REMATS).
+    # what the backward pass keeps of a block ("none", "block", "dots": models/gpt.py REMATS);
+    # attention: "fused" for cuDNN's flash attention with bfloat16 on a GPU (models/gpt.py ATTENTIONS).
     c.model = ml_collections.ConfigDict(
-        dict(n_layers=3, n_heads=3, d_model=96, d_mlp=384, ln_eps=1e-5, init_std=0.02, dtype="float32", matmul_precision="default", remat="none")
+        dict(n_layers=3, n_heads=3, d_model=96, d_mlp=384, ln_eps=1e-5, init_std=0.02, dtype="float32", matmul_precision="default", remat="none", attention="einsum")
     )
     # None defaults become typed placeholders, so --config.problem.fix_op=or can set them.
     c.problem = ml_collections.ConfigDict({f.name: _placeholder(f) for f in dataclasses.fields(ProblemConfig)})
