@@ -28,11 +28,11 @@ sys.path.insert(0, REPO)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from logic_jax.models import gpt  # noqa: E402
+from logic_jax.problem import format as fmt  # noqa: E402
 from logic_jax.problem.sampler import sample  # noqa: E402
 from logic_jax.train import config as config_lib  # noqa: E402
 from logic_jax.train import state as state_lib  # noqa: E402
@@ -67,11 +67,12 @@ PEAKS = {
 }
 
 
-def model_flops_per_step(m: gpt.GPTConfig, batch: int, length: int) -> float:
-    """Training FLOPs of one step of one seed: 3 x forward matmuls (+ attention)."""
+def model_flops_per_step(m: gpt.GPTConfig, batch: int, length: int, logit_positions: int) -> float:
+    """Training FLOPs of one step of one seed: 3 x forward matmuls (+ attention), the last
+    block's MLP and the unembedding at the ``logit_positions`` positions with a loss only."""
     d, f, v, layers = m.d_model, m.d_mlp, m.vocab_size, m.n_layers
-    per_token = layers * (2 * 4 * d * d + 2 * 2 * d * f + 2 * 2 * length * d) + 2 * d * v
-    return 3.0 * per_token * batch * length
+    every_position = layers * (2 * 4 * d * d + 2 * 2 * length * d) + (layers - 1) * 2 * 2 * d * f
+    return 3.0 * batch * (every_position * length + (2 * 2 * d * f + 2 * d * v) * logit_positions)
 
 
 def _best(fn, *args, repeats):
@@ -138,15 +139,14 @@ def main(argv):
     variants = [dict(name="config", overrides={}, step_ms=1e3 * full_s / steps)] + time_variants(config, F.variants, steps, F.repeats)
 
     # The step without sampling: one fixed batch per seed.
-    forward = gpt.make_forward(model_cfg)
+    update = step_lib.make_update(model_cfg, problem_cfg)
     fixed = jax.jit(jax.vmap(lambda k: sample(k, problem_cfg, batch)), in_shardings=(program.sharding,))(state.key)
 
     def fixed_chunk(state, tokens, mask):
         def one(st, tok, msk):
             def body(st, _):
-                (loss, _), grads = jax.value_and_grad(step_lib.loss_fn, has_aux=True)(st.params, tok, msk, forward)
-                updates, opt_state = state_lib.optimizer(st.hparams).update(grads, st.opt_state, st.params)
-                return st.replace(step=st.step + 1, params=optax.apply_updates(st.params, updates), opt_state=opt_state), loss
+                st, (loss, _) = update(st, tok, msk)
+                return st, loss
 
             return jax.lax.scan(body, st, None, length=steps)[1]
 
@@ -165,7 +165,8 @@ def main(argv):
 
     n_devices = program.mesh.devices.size  # the mesh's (--config.num_devices may use fewer than are visible)
     length = problem_cfg.seq_len - 1  # the model sees tokens[:, :-1]
-    flops_step = model_flops_per_step(model_cfg, batch, length) * n_seeds
+    logit_positions = length - fmt.answer_pos(problem_cfg.depth)  # the step's logits_from
+    flops_step = model_flops_per_step(model_cfg, batch, length, logit_positions) * n_seeds
     achieved = flops_step * steps / full_s
     kind = jax.devices()[0].device_kind
     peak = next((v for k, v in PEAKS.items() if k in kind), None)

@@ -1,6 +1,7 @@
 """The small transformer: shapes, causality, hook sites, patching, config errors."""
 
 import contextlib
+import functools
 import io
 import math
 import re
@@ -365,6 +366,36 @@ def test_fused_attention_leaves_a_caching_or_patching_forward_on_the_einsums(par
         np.testing.assert_allclose(got_cache["blocks.1.attn.hook_pattern"], ref_cache["blocks.1.attn.hook_pattern"], rtol=1e-5, atol=1e-7)
     unpatched, _ = gpt.make_forward(fused)(params, tokens)
     assert not np.allclose(got, unpatched)  # the patch took effect
+
+
+@pytest.mark.parametrize("remat", ["none", "block"])
+def test_logits_from_gives_the_same_logits_and_gradients_at_those_positions(params, remat):
+    """Training asks for the answer's logits only: the last block's MLP, the final LayerNorm and
+    the unembedding skip the earlier positions, whose keys and values still count."""
+    import dataclasses
+
+    cfg = dataclasses.replace(CFG, remat=remat)
+    tokens = _tokens(n=4, length=30)
+    full = jax.jit(gpt.make_forward(cfg))(params, tokens)[0]
+    part = jax.jit(functools.partial(gpt.make_forward(cfg), logits_from=17))(params, tokens)[0]
+    assert part.shape == (4, 13, fmt.VOCAB_SIZE)
+    np.testing.assert_allclose(part, full[:, 17:], rtol=1e-5, atol=1e-6)
+    changed = tokens.at[:, 3].set((tokens[:, 3] + 1) % fmt.VOCAB_SIZE)
+    assert not np.allclose(jax.jit(functools.partial(gpt.make_forward(cfg), logits_from=17))(params, changed)[0], part)  # earlier tokens count
+
+    def loss(p, k):
+        return gpt.make_forward(cfg)(p, tokens, logits_from=k)[0][:, 17 - k :].std()
+
+    for g, r in zip(jax.tree.leaves(jax.jit(jax.grad(loss), static_argnums=1)(params, 17)), jax.tree.leaves(jax.jit(jax.grad(loss), static_argnums=1)(params, 0))):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-7)
+
+
+def test_logits_from_errors(params):
+    forward = gpt.make_forward(CFG)
+    with pytest.raises(ValueError, match="logits_from=20 is outside the sequence"):
+        forward(params, _tokens(), logits_from=20)
+    with pytest.raises(ValueError, match="cache or patch with logits_from=0"):
+        forward(params, _tokens(), cache=("blocks.1.hook_resid_post",), logits_from=5)
 
 
 def test_tf32_named_computes_float32_where_there_is_no_tf32(params):

@@ -392,3 +392,33 @@ def test_first_token_weight_adds_only_the_first_answer_tokens_term():
     first_ce = -logp[np.arange(16), batch.first_answer].sum() / batch.answer_mask[:, 1:].sum()
     np.testing.assert_allclose(float(weighted), float(base) + 2.0 * float(first_ce), rtol=1e-5)
     assert float(acc3) == float(acc)
+
+
+def test_the_step_computes_logits_from_the_answer_token_on_with_the_full_forwards_loss():
+    """The trainer's update asks the model for logits from the ANSWER token on (nothing earlier
+    has a loss): the same loss, accuracy and gradients as the whole sequence's logits give."""
+    from logic_jax.models import gpt
+    from logic_jax.problem.sampler import sample
+
+    config = tiny_config()
+    model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
+    params = gpt.init_params(jax.random.PRNGKey(0), model_cfg)
+    forward = gpt.make_forward(model_cfg)
+    batch = sample(jax.random.PRNGKey(1), problem_cfg, 64)
+    assert int(batch.answer_pos.min()) == int(batch.answer_pos.max()) == fmt.answer_pos(problem_cfg.depth)
+    grad = jax.jit(jax.value_and_grad(step_lib.loss_fn, has_aux=True), static_argnames=("forward", "logits_from"))
+    (full, full_acc), full_grads = grad(params, batch.tokens, batch.answer_mask, forward=forward)
+    (part, part_acc), part_grads = grad(params, batch.tokens, batch.answer_mask, forward=forward, logits_from=fmt.answer_pos(problem_cfg.depth))
+    np.testing.assert_allclose(float(part), float(full), rtol=1e-6)
+    assert float(part_acc) == float(full_acc)
+    for g, r in zip(jax.tree.leaves(part_grads), jax.tree.leaves(full_grads)):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-7)
+    # And the trainer's step is that update.
+    keys, hparams = state_lib.stack_members(state_lib.members_of(config_lib.to_dict(config))[:1])
+    state = state_lib.init_state(keys[0], {k: v[0] for k, v in hparams.items()}, model_cfg)
+    update = step_lib.make_update(model_cfg, problem_cfg)
+    _, (loss, _) = jax.jit(update)(state, batch.tokens, batch.answer_mask)
+    np.testing.assert_allclose(float(loss), float(step_lib.loss_fn(state.params, batch.tokens, batch.answer_mask, forward)[0]), rtol=1e-6)
+    answer_positions = problem_cfg.seq_len - 1 - fmt.answer_pos(problem_cfg.depth)
+    jaxpr = str(jax.make_jaxpr(update)(state, batch.tokens, batch.answer_mask))
+    assert f"f32[64,{answer_positions},{fmt.VOCAB_SIZE}]" in jaxpr and f"f32[64,{problem_cfg.seq_len - 1},{fmt.VOCAB_SIZE}]" not in jaxpr

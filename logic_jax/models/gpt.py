@@ -222,10 +222,11 @@ class Block(nnx.Module):
         self.mlp = MLP(cfg, rngs=rngs)
         self.layer = layer
 
-    def __call__(self, x: Array, hooks) -> Array:
+    def __call__(self, x: Array, hooks, keep_from: int = 0) -> Array:
+        """-> the residual stream at positions ``keep_from`` on (every position attends to all)."""
         site = functools.partial(block_site, self.layer)
         x = hooks(site("hook_resid_pre"), x)
-        x = hooks(site("hook_resid_mid"), x + hooks(site("hook_attn_out"), self.attn(self.ln1(x), hooks)))
+        x = hooks(site("hook_resid_mid"), x + hooks(site("hook_attn_out"), self.attn(self.ln1(x), hooks)))[:, keep_from:]
         return hooks(site("hook_resid_post"), x + hooks(site("hook_mlp_out"), self.mlp(self.ln2(x))))
 
 
@@ -240,13 +241,22 @@ class GPT(nnx.Module):
         self.W_U = nnx.Param(_normal(cfg)(rngs.params(), (cfg.d_model, cfg.vocab_size)))
         self.b_U = nnx.Param(jnp.zeros((cfg.vocab_size,)))
 
-    def __call__(self, tokens: Array, hooks: Hooks | None = None) -> Array:
-        """int tokens [B, L] (L <= max_len) -> float32 logits [B, L, vocab]."""
+    def __call__(self, tokens: Array, hooks: Hooks | None = None, logits_from: int = 0) -> Array:
+        """int tokens [B, L] (L <= max_len) -> float32 logits [B, L - logits_from, vocab].
+
+        ``logits_from`` > 0 (training, where only the answer has a loss) skips what only the
+        earlier positions' logits need: the last block's MLP there, the final LayerNorm and the
+        unembedding. Their keys and values still reach the later positions.
+        """
         hooks = _no_hooks if hooks is None else hooks
         check_tokens(tokens, self.cfg.vocab_size)
         length = tokens.shape[-1]
         if length > self.cfg.max_len:
             raise ValueError(f"sequence length {length} exceeds the model's max_len={self.cfg.max_len}")
+        if not 0 <= logits_from < length:
+            raise ValueError(f"logits_from={logits_from} is outside the sequence (length {length})")
+        if logits_from and not _records_nothing(hooks):
+            raise ValueError("logits_from > 0 leaves the last block's sites short: cache or patch with logits_from=0")
         w = functools.partial(_cast, dtype=self.cfg.dtype)
         # Read while tracing: the backward pass keeps each matmul's precision.
         with jax.default_matmul_precision(_matmul_precision(self.cfg)):
@@ -255,17 +265,17 @@ class GPT(nnx.Module):
             embed = hooks("hook_embed", embed_rows(self.W_E[...], tokens).astype(self.cfg.dtype))
             pos = hooks("hook_pos_embed", jnp.broadcast_to(self.W_pos[...][:length], embed.shape).astype(self.cfg.dtype))
             x = embed + pos
-            for block in self.blocks:
-                x = self._block(block, x, hooks)
+            for i, block in enumerate(self.blocks):
+                x = self._block(block, x, hooks, logits_from if i == self.cfg.n_layers - 1 else 0)
             return (self.ln_final(x) @ w(self.W_U)).astype(jnp.float32) + self.b_U[...]
 
-    def _block(self, block: Block, x: Array, hooks) -> Array:
+    def _block(self, block: Block, x: Array, hooks, keep_from: int) -> Array:
         # Only a forward whose hooks record nothing: a cached or patched site's array would be a
         # tracer of the rematerialised function, leaked out of it.
         if self.cfg.remat == "none" or not _records_nothing(hooks):
-            return block(x, hooks)
+            return block(x, hooks, keep_from)
         policy = jax.checkpoint_policies.dots_saveable if self.cfg.remat == "dots" else None
-        return nnx.remat(lambda b, y: b(y, hooks), policy=policy)(block, x)
+        return nnx.remat(lambda b, y: b(y, hooks, keep_from), policy=policy)(block, x)
 
 
 # --- The functional form ---------------------------------------------------------------------
@@ -296,17 +306,18 @@ def bind(cfg: GPTConfig, params: Params) -> GPT:
 
 
 def make_forward(cfg: GPTConfig):
-    """The pure ``forward(params, tokens, patches=None, cache=()) -> (logits, {site: x})``.
+    """The pure ``forward(params, tokens, patches=None, cache=(), logits_from=0) -> (logits, {site: x})``.
 
     ``patches`` maps site names to ``Patch``es (arrays inside may be traced, so a sweep of
     patches is one ``vmap``); ``cache`` names the sites whose activations come back. An unknown
-    site in either is a ``KeyError``.
+    site in either is a ``KeyError``. ``logits_from``: logits of the positions from there on
+    only (see ``GPT.__call__``).
     """
     known = sites(cfg)
 
-    def forward(params: Params, tokens: Array, patches: Mapping[str, Patch] | None = None, cache: Iterable[str] = ()):
+    def forward(params: Params, tokens: Array, patches: Mapping[str, Patch] | None = None, cache: Iterable[str] = (), logits_from: int = 0):
         hooks = Hooks(patches, cache, known=known)
-        logits = bind(cfg, params)(tokens, hooks)
+        logits = bind(cfg, params)(tokens, hooks, logits_from)
         return logits, hooks.cache
 
     return forward

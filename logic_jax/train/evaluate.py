@@ -45,8 +45,10 @@ def make_decode(model_cfg: gpt.GPTConfig, context_len: int):
 
         def body(carry):
             pos, toks, done = carry
-            logits, _ = forward(params, toks)
-            nxt = jnp.argmax(jax.lax.dynamic_index_in_dim(logits, pos, axis=1, keepdims=False), axis=-1).astype(toks.dtype)
+            # Logits from the ANSWER token on only (decoding reads no earlier ones).
+            logits, _ = forward(params, toks, logits_from=context_len - 1)
+            at = jax.lax.dynamic_index_in_dim(logits, pos - (context_len - 1), axis=1, keepdims=False)
+            nxt = jnp.argmax(at, axis=-1).astype(toks.dtype)
             column = jax.lax.dynamic_index_in_dim(toks, pos + 1, axis=1, keepdims=False)
             nxt = jnp.where(done, column, nxt)  # rows past EOS keep PAD
             toks = jax.lax.dynamic_update_index_in_dim(toks, nxt, pos + 1, axis=1)

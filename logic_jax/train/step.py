@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from logic_jax.models import gpt
+from logic_jax.problem import format as fmt
 from logic_jax.problem.config import ProblemConfig
 from logic_jax.problem.sampler import sample
 from logic_jax.train.state import TrainState, data_key, init_state, optimizer
@@ -51,14 +52,16 @@ def make_mesh(num_members: int, num_devices: int = 0) -> Mesh:
     return jax.make_mesh((n,), (SEED_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
 
 
-def loss_fn(params, tokens, answer_mask, forward, first_token_weight: float = 1.0):
+def loss_fn(params, tokens, answer_mask, forward, first_token_weight: float = 1.0, logits_from: int = 0):
     """Teacher-forced next-token cross-entropy on the answer tokens (EOS included).
 
     ``first_token_weight`` scales the first answer token's term (the planning decision); the
-    trainer uses 1, bench/train_trials.py tries others.
+    trainer uses 1, bench/train_trials.py tries others. ``logits_from``: the first position
+    whose prediction can be an answer token (the ANSWER token's; ``answer_mask`` is 0 before),
+    so the forward skips the logits before it.
     """
-    logits, _ = forward(params, tokens[:, :-1])
-    targets, mask = tokens[:, 1:], answer_mask[:, 1:].astype(jnp.float32)
+    logits, _ = forward(params, tokens[:, :-1], logits_from=logits_from)
+    targets, mask = tokens[:, 1 + logits_from :], answer_mask[:, 1 + logits_from :].astype(jnp.float32)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     n = jnp.maximum(mask.sum(), 1.0)
     correct = (logits.argmax(-1) == targets).astype(jnp.float32)
@@ -68,17 +71,31 @@ def loss_fn(params, tokens, answer_mask, forward, first_token_weight: float = 1.
     return (ce * weights).sum() / n, (correct * mask).sum() / n
 
 
-def make_step(model_cfg: gpt.GPTConfig, problem_cfg: ProblemConfig, batch_size: int):
-    """``train_step(state) -> (state, (loss, token_accuracy))`` for one member."""
+def make_update(model_cfg: gpt.GPTConfig, problem_cfg: ProblemConfig):
+    """``update(state, tokens, answer_mask) -> (state, (loss, token_accuracy))``: one member's
+    optimizer step on a given batch."""
     forward = gpt.make_forward(model_cfg)
+    # The context has a fixed length: its last token, ANSWER, is the first to predict the answer.
+    first_prediction = fmt.answer_pos(problem_cfg.depth)
 
-    def train_step(state: TrainState):
-        batch = sample(data_key(state.key, state.step), problem_cfg, batch_size)
+    def update(state: TrainState, tokens, answer_mask):
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, acc), grads = grad_fn(state.params, batch.tokens, batch.answer_mask, forward)
+        (loss, acc), grads = grad_fn(state.params, tokens, answer_mask, forward, logits_from=first_prediction)
         updates, opt_state = optimizer(state.hparams).update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), (loss, acc)
+
+    return update
+
+
+def make_step(model_cfg: gpt.GPTConfig, problem_cfg: ProblemConfig, batch_size: int):
+    """``train_step(state) -> (state, (loss, token_accuracy))`` for one member: a batch sampled
+    from the step's key, then ``make_update``'s step on it."""
+    update = make_update(model_cfg, problem_cfg)
+
+    def train_step(state: TrainState):
+        batch = sample(data_key(state.key, state.step), problem_cfg, batch_size)
+        return update(state, batch.tokens, batch.answer_mask)
 
     return train_step
 
