@@ -15,7 +15,9 @@ computed every position's logits: the same gradients but for float rounding, and
 took 13.0 min and ended at 66.3% and 90.1%, and on 2026-11-26 at 62.9 and 99.4%. With 8 seeds
 (`--config.num_seeds=8`, 56 min; results/tiny_cpu_8_seeds/, the code before) it ended at 66.1,
 74.0, 94.8, 95.9, 67.1, 62.5, 67.2, 66.1%; on 2026-11-26, when weight decay also shrank b_Q and
-b_V, at 88.0, 99.9, 100, 100, 66.8, 83.5, 67.2, 65.9%. Which seeds get past the plateau changes
+b_V, at 88.0, 99.9, 100, 100, 66.8, 83.5, 67.2, 65.9%; and with the current code at 76.5, 92.5,
+98.6, 99.2, 66.9, 71.8, 65.5, 85.7% (results/tiny_cpu_8_seeds_rerun/: its seeds 0 and 1 have
+this command's keys). Which seeds get past the plateau changes
 with the floating-point rounding (the vmap width, the library versions, the CPU), which training
 amplifies; so on another machine this command may leave a seed on the plateau.
 
