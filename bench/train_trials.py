@@ -6,9 +6,10 @@ r"""Short training trials of a config: exact match per seed every few hundred st
     python bench/train_trials.py --hard_fraction=0.25 --config.num_seeds=4
     python bench/train_trials.py --sinusoidal_positions=0.02 --config.num_seeds=4
     python bench/train_trials.py --linear_fraction=0.3 --config.num_seeds=4 --max_seconds=1250
+    python bench/train_trials.py --context_weight=0.5 --config.num_seeds=4 --max_seconds=1250
 
 For trying recipes quickly (no checkpoints, no logs): the trainer's compiled chunk, then greedy
-evaluation of 512 held-out problems per seed. Four benchmark-only changes, made by replacing
+evaluation of 512 held-out problems per seed. Five benchmark-only changes, made by replacing
 ``loss_fn`` / ``sample`` of ``logic_jax.train.step`` or ``logic_jax.models.gpt.init_params``
 before they are used (its own loss with ``first_token_weight``, a sampler that mixes in chosen
 cases, an init that overwrites ``W_pos``):
@@ -18,7 +19,10 @@ LogOp cases whose proof starts with the rule's second operand (OR with (FALSE, T
 (TRUE, FALSE)); ``--linear_fraction`` draws that share of every batch as linear queries (the
 evaluation keeps the config's mix); ``--sinusoidal_positions`` starts the learned positional embeddings from
 sinusoids of that RMS (instead of noise of std 0.01), which might ease the previous-token head
-that the fact lookup needs. None helped tiny_cpu (BENCHMARKS.md), so none is a trainer option.
+that the fact lookup needs; ``--context_weight`` adds the next-token loss on the context's tokens,
+with that weight against the answer's (its layout varies with the chain order and the
+operator, so predicting it rewards reading the previous token: the previous-token head that the
+lookup lacks in stuck seeds). None helped tiny_cpu (BENCHMARKS.md), so none is a trainer option.
 """
 
 import dataclasses
@@ -33,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -44,14 +49,19 @@ from logic_jax.train.state import members_of, stack_members  # noqa: E402
 from logic_jax.train.trainer import eval_key  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "tiny_cpu.py"), "The run config.")
-flags.DEFINE_float("max_seconds", 780, "Stop after the first evaluation past this wall time.")
-flags.DEFINE_integer("every", 500, "Steps between evaluations.")
-flags.DEFINE_float("first_token_weight", 1.0, "Loss weight of the first answer token (1: the trainer's loss).")
-flags.DEFINE_float("hard_fraction", 0.0, "Share of each batch from the two second-operand LogOp cases.")
-flags.DEFINE_float("linear_fraction", 0.0, "Share of each batch drawn as linear queries (evaluation keeps the config's mix).")
-flags.DEFINE_float("sinusoidal_positions", 0.0, "RMS of a sinusoidal W_pos at init (0: the model's normal init).")
 F = flags.FLAGS
+
+
+def define_flags():
+    """The script's flags, defined only when it runs (so that tests can import its functions)."""
+    config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "tiny_cpu.py"), "The run config.")
+    flags.DEFINE_float("max_seconds", 780, "Stop after the first evaluation past this wall time.")
+    flags.DEFINE_integer("every", 500, "Steps between evaluations.")
+    flags.DEFINE_float("first_token_weight", 1.0, "Loss weight of the first answer token (1: the trainer's loss).")
+    flags.DEFINE_float("hard_fraction", 0.0, "Share of each batch from the two second-operand LogOp cases.")
+    flags.DEFINE_float("linear_fraction", 0.0, "Share of each batch drawn as linear queries (evaluation keeps the config's mix).")
+    flags.DEFINE_float("context_weight", 0.0, "Weight of the next-token loss on the context's tokens (0: answer tokens only).")
+    flags.DEFINE_float("sinusoidal_positions", 0.0, "RMS of a sinusoidal W_pos at init (0: the model's normal init).")
 
 
 SECOND_OPERAND_CASES = (
@@ -87,7 +97,27 @@ def sinusoidal_init(rms):
     return init
 
 
+def context_loss(weight):
+    """``step.loss_fn`` plus ``weight`` x the cross-entropy of the context's tokens (every position's logits)."""
+
+    def loss(params, tokens, answer_mask, forward, first_token_weight=1.0, logits_from=0):
+        logits, _ = forward(params, tokens[:, :-1])
+        targets, answer = tokens[:, 1:], answer_mask[:, 1:].astype(jnp.float32)
+        # Targets before index logits_from are context tokens (ANSWER, the context's last, included).
+        context = (jnp.arange(targets.shape[1]) < logits_from).astype(jnp.float32)[None]
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+        n = jnp.maximum(answer.sum(), 1.0)
+        correct = (logits.argmax(-1) == targets).astype(jnp.float32)
+        return (ce * (answer + weight * context)).sum() / n, (correct * answer).sum() / n
+
+    return loss
+
+
 def main(_):
+    if F.context_weight > 0:
+        if F.first_token_weight != 1.0:
+            raise app.UsageError("--context_weight and --first_token_weight do not combine")
+        step_lib.loss_fn = context_loss(F.context_weight)
     if F.first_token_weight != 1.0:
         step_lib.loss_fn = functools.partial(step_lib.loss_fn, first_token_weight=F.first_token_weight)
     shares = [(F.hard_fraction / 2, case) for case in SECOND_OPERAND_CASES if F.hard_fraction > 0]
@@ -119,4 +149,5 @@ def main(_):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
