@@ -11,8 +11,8 @@ r"""Short training trials of a config: exact match per seed every few hundred st
 For trying recipes quickly (no checkpoints, no logs): the trainer's compiled chunk, then greedy
 evaluation of 512 held-out problems per seed. Five benchmark-only changes, made by replacing
 ``loss_fn`` / ``sample`` of ``logic_jax.train.step`` or ``logic_jax.models.gpt.init_params``
-before they are used (its own loss with ``first_token_weight``, a sampler that mixes in chosen
-cases, an init that overwrites ``W_pos``):
+before they are used (the loss with ``first_token_weight`` and ``context_weight``, a sampler
+that mixes in chosen cases, an init that overwrites ``W_pos``):
 ``--first_token_weight`` multiplies the loss of the first answer token (the planning
 decision); ``--hard_fraction`` draws that share of every batch, half and half, from the two
 LogOp cases whose proof starts with the rule's second operand (OR with (FALSE, TRUE), AND with
@@ -37,7 +37,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -97,29 +96,8 @@ def sinusoidal_init(rms):
     return init
 
 
-def context_loss(weight):
-    """``step.loss_fn`` plus ``weight`` x the cross-entropy of the context's tokens (every position's logits)."""
-
-    def loss(params, tokens, answer_mask, forward, first_token_weight=1.0, logits_from=0):
-        logits, _ = forward(params, tokens[:, :-1])
-        targets, answer = tokens[:, 1:], answer_mask[:, 1:].astype(jnp.float32)
-        # Targets before index logits_from are context tokens (ANSWER, the context's last, included).
-        context = (jnp.arange(targets.shape[1]) < logits_from).astype(jnp.float32)[None]
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-        n = jnp.maximum(answer.sum(), 1.0)
-        correct = (logits.argmax(-1) == targets).astype(jnp.float32)
-        return (ce * (answer + weight * context)).sum() / n, (correct * answer).sum() / n
-
-    return loss
-
-
 def main(_):
-    if F.context_weight > 0:
-        if F.first_token_weight != 1.0:
-            raise app.UsageError("--context_weight and --first_token_weight do not combine")
-        step_lib.loss_fn = context_loss(F.context_weight)
-    if F.first_token_weight != 1.0:
-        step_lib.loss_fn = functools.partial(step_lib.loss_fn, first_token_weight=F.first_token_weight)
+    step_lib.loss_fn = functools.partial(step_lib.loss_fn, first_token_weight=F.first_token_weight, context_weight=F.context_weight)
     shares = [(F.hard_fraction / 2, case) for case in SECOND_OPERAND_CASES if F.hard_fraction > 0]
     shares += [(F.linear_fraction, dict(fix_query="linear"))] if F.linear_fraction > 0 else []
     if shares:

@@ -375,15 +375,19 @@ def test_a_run_written_before_a_config_key_existed_resumes(tmp_path):
     assert (resumed.resumed_from, resumed.step) == (10, 20)
 
 
-def test_first_token_weight_adds_only_the_first_answer_tokens_term():
+def _loss_inputs(batch_size):
+    """Tiny-config parameters, their forward, a sampled batch and the problem config."""
     from logic_jax.models import gpt
     from logic_jax.problem.sampler import sample
 
     config = tiny_config()
     model_cfg, problem_cfg = config_lib.model_config(config), config_lib.problem_config(config)
     params = gpt.init_params(jax.random.PRNGKey(0), model_cfg)
-    forward = gpt.make_forward(model_cfg)
-    batch = sample(jax.random.PRNGKey(1), problem_cfg, 16)
+    return params, gpt.make_forward(model_cfg), sample(jax.random.PRNGKey(1), problem_cfg, batch_size), problem_cfg
+
+
+def test_first_token_weight_adds_only_the_first_answer_tokens_term():
+    params, forward, batch, _ = _loss_inputs(16)
     base, acc = step_lib.loss_fn(params, batch.tokens, batch.answer_mask, forward)
     weighted, acc3 = step_lib.loss_fn(params, batch.tokens, batch.answer_mask, forward, first_token_weight=3.0)
     # The first answer token's cross-entropy, computed apart: the logits at ANSWER.
@@ -392,6 +396,22 @@ def test_first_token_weight_adds_only_the_first_answer_tokens_term():
     first_ce = -logp[np.arange(16), batch.first_answer].sum() / batch.answer_mask[:, 1:].sum()
     np.testing.assert_allclose(float(weighted), float(base) + 2.0 * float(first_ce), rtol=1e-5)
     assert float(acc3) == float(acc)
+
+
+def test_context_weight_adds_the_context_tokens_cross_entropy():
+    import optax
+
+    params, forward, batch, problem_cfg = _loss_inputs(8)
+    first = fmt.answer_pos(problem_cfg.depth)
+    trainer_loss, trainer_acc = step_lib.loss_fn(params, batch.tokens, batch.answer_mask, forward, logits_from=first)
+    loss2, acc2 = step_lib.loss_fn(params, batch.tokens, batch.answer_mask, forward, logits_from=first, context_weight=2.0)
+    assert acc2 == trainer_acc  # the accuracy stays the answer tokens'
+    # By hand: the context's tokens 1..ANSWER, predicted from the positions before them.
+    logits, _ = forward(params, batch.tokens[:, :-1])
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits[:, :first], batch.tokens[:, 1 : first + 1])
+    n_answer = np.asarray(batch.answer_mask).sum()
+    np.testing.assert_allclose(loss2 - trainer_loss, 2.0 * ce.sum() / n_answer, rtol=1e-5)
+    assert int(batch.tokens[0, first]) == fmt.ANSWER  # the context's last token, the first answer prediction's input
 
 
 def test_the_step_computes_logits_from_the_answer_token_on_with_the_full_forwards_loss():

@@ -52,22 +52,26 @@ def make_mesh(num_members: int, num_devices: int = 0) -> Mesh:
     return jax.make_mesh((n,), (SEED_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
 
 
-def loss_fn(params, tokens, answer_mask, forward, first_token_weight: float = 1.0, logits_from: int = 0):
+def loss_fn(params, tokens, answer_mask, forward, first_token_weight: float = 1.0, logits_from: int = 0, context_weight: float = 0.0):
     """Teacher-forced next-token cross-entropy on the answer tokens (EOS included).
 
-    ``first_token_weight`` scales the first answer token's term (the planning decision); the
-    trainer uses 1, bench/train_trials.py tries others. ``logits_from``: the first position
-    whose prediction can be an answer token (the ANSWER token's; ``answer_mask`` is 0 before),
-    so the forward skips the logits before it.
+    ``first_token_weight`` scales the first answer token's term (the planning decision) and
+    ``context_weight`` > 0 adds the context's tokens (those predicted before ``logits_from``)
+    with that weight; the trainer uses 1 and 0, bench/train_trials.py tries others.
+    ``logits_from``: the first position whose prediction can be an answer token (the ANSWER
+    token's; ``answer_mask`` is 0 before), so the forward skips the logits before it.
     """
-    logits, _ = forward(params, tokens[:, :-1], logits_from=logits_from)
-    targets, mask = tokens[:, 1 + logits_from :], answer_mask[:, 1 + logits_from :].astype(jnp.float32)
+    start = 0 if context_weight else logits_from  # the context's loss needs every position's logits
+    logits, _ = forward(params, tokens[:, :-1], logits_from=start)
+    targets, mask = tokens[:, 1 + start :], answer_mask[:, 1 + start :].astype(jnp.float32)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     n = jnp.maximum(mask.sum(), 1.0)
     correct = (logits.argmax(-1) == targets).astype(jnp.float32)
     weights = mask
     if first_token_weight != 1.0:
         weights = mask + (first_token_weight - 1.0) * mask * (jnp.cumsum(mask, axis=1) == 1)
+    if context_weight:
+        weights = weights + context_weight * (jnp.arange(targets.shape[1]) < logits_from)[None]
     return (ce * weights).sum() / n, (correct * mask).sum() / n
 
 
