@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from typing import Any, Callable
 
 import jax
@@ -116,18 +117,27 @@ def brief(error: Exception, limit: int = 300) -> str:
     return f"{type(error).__name__}: {first[:limit]}{'...' if cut else ''}"
 
 
+def _write_stderr(data: bytes) -> None:
+    while data:
+        data = data[os.write(2, data):]
+
+
 class stderr_held:
     """``with stderr_held() as held:`` what is written to file descriptor 2 inside (Python and
     C++ threads alike) is held in a temporary file; ``held.release()`` writes it out, and what is
     not released is dropped (``held.lines`` counts it). asyncio's "Task exception was never
     retrieved" records, which reach whatever handler logging has (pytest's, a file), are dropped
-    inside too: they are the same failed reads."""
+    inside too: they are the same failed reads. So are the exceptions raised where Python cannot
+    raise them (``sys.unraisablehook``): they are written to file descriptor 2 and not kept, since
+    a hook that keeps them (pytest's, until the test ends) keeps the failed reads they reference
+    alive, to be collected, and reported, after the restore is over."""
 
     def __enter__(self) -> "stderr_held":
         sys.stderr.flush()
         self._file, self._saved, self.lines, self._dropped = tempfile.TemporaryFile(), os.dup(2), 0, 0
         os.dup2(self._file.fileno(), 2)
         std_logging.getLogger("asyncio").addFilter(self._drop_unretrieved)
+        self._hook, sys.unraisablehook = sys.unraisablehook, self._write_unraisable
         return self
 
     def settle(self, quiet: float = 0.3, limit: float = 5.0) -> None:
@@ -148,12 +158,16 @@ class stderr_held:
             return False
         return True
 
+    @staticmethod
+    def _write_unraisable(u: "sys.UnraisableHookArgs") -> None:
+        text = f"{u.err_msg or 'Exception ignored in'}: {u.object!r}\n"
+        text += "".join(traceback.format_exception(u.exc_type, u.exc_value, u.exc_traceback))
+        _write_stderr(text.encode(errors="replace"))
+
     def release(self) -> None:
         self._restore()
         self._file.seek(0)
-        data = self._file.read()
-        while data:
-            data = data[os.write(2, data):]
+        _write_stderr(self._file.read())
         self._file.seek(0)
         self._file.truncate()  # released, not dropped: ``lines`` counts nothing
 
@@ -164,6 +178,7 @@ class stderr_held:
             os.close(self._saved)
             self._saved = None
             std_logging.getLogger("asyncio").removeFilter(self._drop_unretrieved)
+            sys.unraisablehook = self._hook
 
     def __exit__(self, *exc) -> None:
         self._restore()
