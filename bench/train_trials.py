@@ -7,6 +7,8 @@ r"""Short training trials of a config: exact match per seed every few hundred st
     python bench/train_trials.py --sinusoidal_positions=0.02 --config.num_seeds=4
     python bench/train_trials.py --linear_fraction=0.3 --config.num_seeds=4 --max_seconds=1250
     python bench/train_trials.py --context_weight=0.5 --config.num_seeds=4 --max_seconds=1250
+    python bench/train_trials.py --init_from=/tmp/runs/tiny8 --init_members=4,5,6,7 --config.num_seeds=4 \
+        --config.num_steps=3000 --config.optim.decay_steps=3000 --max_seconds=2700   # a warm restart
 
 For trying recipes quickly (no checkpoints, no logs): the trainer's compiled chunk, then greedy
 evaluation of 512 held-out problems per seed. Five benchmark-only changes, made by replacing
@@ -23,6 +25,8 @@ that the fact lookup needs; ``--context_weight`` adds the next-token loss on the
 with that weight against the answer's (its layout varies with the chain order and the
 operator, so predicting it rewards reading the previous token: the previous-token head that the
 lookup lacks in stuck seeds). None helped tiny_cpu (BENCHMARKS.md), so none is a trainer option.
+``--init_from`` starts the chosen seeds (``--init_members``) from a run's newest checkpoint
+with a fresh optimizer and schedule: a warm restart of seeds stuck on the plateau.
 """
 
 import dataclasses
@@ -43,6 +47,7 @@ from ml_collections import config_flags  # noqa: E402
 from logic_jax.models import gpt  # noqa: E402
 from logic_jax.train import config as config_lib  # noqa: E402
 from logic_jax.train import evaluate as evaluate_lib  # noqa: E402
+from logic_jax.train import inspection  # noqa: E402
 from logic_jax.train import step as step_lib  # noqa: E402
 from logic_jax.train.state import members_of, stack_members  # noqa: E402
 from logic_jax.train.trainer import eval_key  # noqa: E402
@@ -61,6 +66,8 @@ def define_flags():
     flags.DEFINE_float("linear_fraction", 0.0, "Share of each batch drawn as linear queries (evaluation keeps the config's mix).")
     flags.DEFINE_float("context_weight", 0.0, "Weight of the next-token loss on the context's tokens (0: answer tokens only).")
     flags.DEFINE_float("sinusoidal_positions", 0.0, "RMS of a sinusoidal W_pos at init (0: the model's normal init).")
+    flags.DEFINE_string("init_from", None, "A training workdir: start from its newest checkpoint's parameters (fresh optimizer and schedule).")
+    flags.DEFINE_list("init_members", None, "With --init_from: which of its seeds, by index (default: the first --config.num_seeds).")
 
 
 SECOND_OPERAND_CASES = (
@@ -96,6 +103,20 @@ def sinusoidal_init(rms):
     return init
 
 
+def restored_params(workdir, indices, like):
+    """The parameters of seeds ``indices`` of ``workdir``'s newest checkpoint, placed as ``like``."""
+    step, saved, _, _ = inspection.load(workdir)
+    n = jax.tree.leaves(saved.params)[0].shape[0]
+    if any(not 0 <= i < n for i in indices):
+        raise app.UsageError(f"--init_members {indices}: {workdir} (step {step}) holds seeds 0-{n - 1}")
+    params = jax.tree.map(lambda x: np.asarray(x)[np.asarray(indices)], saved.params)
+    shapes = jax.tree.map(np.shape, params), jax.tree.map(np.shape, like)
+    if shapes[0] != shapes[1]:
+        raise app.UsageError(f"--init_from {workdir}: its model's parameter shapes differ from --config's")
+    print(f"starting from {workdir} step {step}, seeds {indices}", flush=True)
+    return jax.tree.map(lambda x, y: jax.device_put(x, y.sharding), params, like)
+
+
 def main(_):
     step_lib.loss_fn = functools.partial(step_lib.loss_fn, first_token_weight=F.first_token_weight, context_weight=F.context_weight)
     shares = [(F.hard_fraction / 2, case) for case in SECOND_OPERAND_CASES if F.hard_fraction > 0]
@@ -113,17 +134,26 @@ def main(_):
     state = program.init(*stack_members(members))
     evaluate = evaluate_lib.make_evaluate(model_cfg, problem_cfg.context_len, mesh, batch=512)
     problems = evaluate_lib.fresh_problems(eval_key(cfg["seed"]), problem_cfg, 512)
-    start, step = time.time(), 0
-    while time.time() - start < F.max_seconds and step < cfg["num_steps"]:
-        state, out = program.chunk(state, F.every)
-        step += F.every
-        loss = np.asarray(out["loss"])[:, -1]
-        results = evaluate(state.params, problems)
+
+    def report(step, params, loss=None):
+        results = evaluate(params, problems)
         print(
-            f"step {step} wall {time.time() - start:.0f}s loss {np.round(loss, 3).tolist()} "
+            f"step {step} wall {time.time() - start:.0f}s loss {loss} "
             f"exact {[round(r['exact'], 3) for r in results]} first_token {[round(r['first_token'], 3) for r in results]}",
             flush=True,
         )
+
+    start, step = time.time(), 0
+    if F.init_from:
+        indices = [int(i) for i in F.init_members] if F.init_members else list(range(len(members)))
+        if len(indices) != len(members):
+            raise app.UsageError(f"--init_members names {len(indices)} seeds; --config.num_seeds is {len(members)}")
+        state = state.replace(params=restored_params(F.init_from, indices, state.params))
+        report(0, state.params)
+    while time.time() - start < F.max_seconds and step < cfg["num_steps"]:
+        state, out = program.chunk(state, F.every)
+        step += F.every
+        report(step, state.params, [round(float(x), 3) for x in np.asarray(out["loss"])[:, -1]])
 
 
 if __name__ == "__main__":

@@ -47,8 +47,9 @@ the context's tokens too, at half weight (its varying layout rewards a previous-
 step 3,000: other seeds stuck, as many). Training longer frees some seeds, not all: the 8-seed
 run above, continued to step 10,000 at lr 3e-4, ended at 96.4, 99.7, 100, 100, 75.3, 77.6, 64.6,
 93.3% (results/tiny_cpu_8_seeds_10k/; its seeds 4 and 5 then restate truth values 97-100% right
-but still miss the branch choice). For 99% on more seeds, train longer or on a GPU
-(configs/small.py).
+but still miss the branch choice); warm restarts from there (the schedule again from 3e-3 for
+3,000 or 6,000 steps: bench/train_trials.py --init_from) took seed 7 to 100% and seeds 4-6 to
+73-88%, none past 90%. For 99% on more seeds, train longer or on a GPU (configs/small.py).
 """
 
 from logic_jax.train.config import base_config

@@ -1,4 +1,5 @@
-"""bench/train_trials.py's case-mixing sampler (its loss options are step.loss_fn's, tested in test_train.py)."""
+"""bench/train_trials.py's case-mixing sampler and its start from a checkpoint (its loss options
+are step.loss_fn's, tested in test_train.py)."""
 
 import dataclasses
 import os
@@ -6,6 +7,8 @@ import sys
 
 import jax
 import numpy as np
+import pytest
+from absl import app
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "bench"))
@@ -15,6 +18,9 @@ from train_fixtures import tiny_config  # noqa: E402
 
 from logic_jax.problem.sampler import sample  # noqa: E402
 from logic_jax.train import config as config_lib  # noqa: E402
+from logic_jax.train import inspection  # noqa: E402
+from logic_jax.train import step as step_lib  # noqa: E402
+from logic_jax.train.state import members_of, stack_members  # noqa: E402
 
 
 def test_mixed_sampler_draws_each_share_from_its_case():
@@ -30,3 +36,25 @@ def test_mixed_sampler_draws_each_share_from_its_case():
     assert linear_len not in set(logop) and len(set(logop)) == 2
     assert (lengths[48:] == linear_len).all()  # the last quarter: the linear share
     assert 0 < (lengths[:48] == linear_len).sum() < 24  # the rest as configured: 20% linear
+
+
+def _fresh_params(config):
+    cfg = config_lib.to_dict(config)
+    program = step_lib.make_train(
+        config_lib.model_config(cfg), config_lib.problem_config(cfg), cfg["batch_size"], step_lib.make_mesh(cfg["num_seeds"], 1)
+    )
+    return program.init(*stack_members(members_of(cfg))).params
+
+
+def test_restored_params_are_the_named_seeds_of_the_newest_checkpoint():
+    checkpoint = os.path.join(REPO, "tests", "data", "gpu_checkpoint")  # 2 seeds of tiny_config's model
+    saved = inspection.load(checkpoint)[1].params
+    like = _fresh_params(tiny_config())
+    params = train_trials.restored_params(checkpoint, [1, 0], like)
+    for got, want, fresh in zip(jax.tree.leaves(params), jax.tree.leaves(saved), jax.tree.leaves(like)):
+        assert got.sharding == fresh.sharding
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want)[[1, 0]])
+    with pytest.raises(app.UsageError, match=r"--init_members \[0, 2\]: .* holds seeds 0-1"):
+        train_trials.restored_params(checkpoint, [0, 2], like)
+    with pytest.raises(app.UsageError, match="parameter shapes differ from --config's"):
+        train_trials.restored_params(checkpoint, [0, 1], _fresh_params(tiny_config(**{"model.d_mlp": 64})))
