@@ -125,12 +125,13 @@ def _write_stderr(data: bytes) -> None:
 class stderr_held:
     """``with stderr_held() as held:`` what is written to file descriptor 2 inside (Python and
     C++ threads alike) is held in a temporary file; ``held.release()`` writes it out, and what is
-    not released is dropped (``held.lines`` counts it). asyncio's "Task exception was never
-    retrieved" records, which reach whatever handler logging has (pytest's, a file), are dropped
-    inside too: they are the same failed reads. So are the exceptions raised where Python cannot
-    raise them (``sys.unraisablehook``): they are written to file descriptor 2 and not kept, since
-    a hook that keeps them (pytest's, until the test ends) keeps the failed reads they reference
-    alive, to be collected, and reported, after the restore is over."""
+    not released is dropped (``held.lines`` counts it). asyncio's "... exception was never
+    retrieved" records (a Task's, a gather's ``_GatheringFuture``'s), which reach whatever handler
+    logging has (pytest's, a file), are dropped inside too: they are the same failed reads. So are
+    the exceptions raised where Python cannot raise them (``sys.unraisablehook``): they are
+    written to file descriptor 2 and not kept, since a hook that keeps them (pytest's, until the
+    test ends) keeps the failed reads they reference alive, to be collected, and reported, after
+    the restore is over."""
 
     def __enter__(self) -> "stderr_held":
         sys.stderr.flush()
@@ -153,7 +154,7 @@ class stderr_held:
             time.sleep(quiet)
 
     def _drop_unretrieved(self, record: std_logging.LogRecord) -> bool:
-        if record.getMessage().startswith("Task exception was never retrieved"):
+        if record.getMessage().split("\n", 1)[0].endswith(" exception was never retrieved"):
             self._dropped += record.getMessage().count("\n") + 1
             return False
         return True
