@@ -14,7 +14,7 @@ import pytest
 from logic_jax.analysis import common, pipeline
 from logic_jax.analysis import sweep as sweep_analysis
 from logic_jax.train import sweep
-from train_fixtures import tiny_config
+from train_fixtures import signal_after, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = dict(n_accuracy=32, n_attention=32, n_routing=24, n_probe_train=52, n_probe_test=26, probe_steps=20, n_patch=8)
@@ -22,13 +22,16 @@ SIZES = dict(n_accuracy=32, n_attention=32, n_routing=24, n_probe_train=52, n_pr
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
-    """2 learning rates x 2 widths, 2 seeds each: groups g0 (width 16) and g1 (width 24); g1 deleted."""
+    """2 learning rates x 2 widths, 2 seeds each: groups g0 (width 16) and g1 (width 24), the
+    sweep stopped (a SIGTERM) after g0."""
     c = tiny_config(num_steps=10, checkpoint_every=10)
     c.model.update(n_layers=2)
     c.sweep = ml_collections.ConfigDict(dict(model=dict(d_model=(16, 24)), optim=dict(lr=(3e-3, 1e-2))))
     workdir = tmp_path_factory.mktemp("sweep")
-    sweep.run_sweep(c, str(workdir))
-    shutil.rmtree(workdir / "groups" / "g1")  # as if the sweep had stopped before its second group
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sweep, "train", signal_after(sweep.train))
+        assert sweep.run_sweep(c, str(workdir))[1] == "SIGTERM"
+    assert os.listdir(workdir / "groups") == ["g0"]
     out = workdir / "analysis"
     summary = sweep_analysis.analyze_sweep(str(workdir), str(out), common.Settings(**SIZES), progress=False)
     return workdir, out, summary

@@ -18,7 +18,7 @@ from logic_jax.train import evaluate as evaluate_lib
 from logic_jax.train import trainer
 from logic_jax.train.evaluate import steps_to_perfect
 from logic_jax.train.state import members_of
-from train_fixtures import tensorboard_events, tiny_config
+from train_fixtures import signal_after, tensorboard_events, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -146,14 +146,7 @@ def test_a_sweep_over_seed_evaluates_each_point_on_its_seeds_held_out_set(tmp_pa
 
 def test_a_signal_in_a_groups_last_chunk_still_stops_the_sweep(tmp_path, monkeypatch):
     c = sweep_config(model__d_model=(16, 32))
-    real_train = sweep.train
-
-    def train_then_signal(*args, **kwargs):
-        result = real_train(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGTERM)  # as if it came in the last chunk: the group is complete
-        return result
-
-    monkeypatch.setattr(sweep, "train", train_then_signal)
+    monkeypatch.setattr(sweep, "train", signal_after(sweep.train))
     rows, stopped_by, _ = sweep.run_sweep(c, str(tmp_path))
     assert stopped_by == "SIGTERM"
     assert [(r["group"], r["step"]) for r in rows] == [(0, 10)] and os.listdir(tmp_path / "groups") == ["g0"]

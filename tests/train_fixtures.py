@@ -1,6 +1,7 @@
 """Tiny trainer configs for the tests: 1 layer, d_model 16, depth 2, a few steps."""
 
 import os
+import signal
 import struct
 
 from logic_jax.train.config import base_config
@@ -44,6 +45,18 @@ def write_config_file(path, tests_dir, **overrides):
     with open(path, "w") as f:
         f.write(CONFIG_FILE.format(tests=str(tests_dir), overrides=overrides))
     return str(path)
+
+
+def signal_after(train):
+    """``train``, then a SIGTERM to this process: as if it came in a sweep group's last chunk (the
+    group is complete, and the sweep stops after it)."""
+
+    def train_then_signal(*args, **kwargs):
+        result = train(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    return train_then_signal
 
 
 def corrupt_files(directory):
