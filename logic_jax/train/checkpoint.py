@@ -154,8 +154,9 @@ class stderr_held:
             time.sleep(quiet)
 
     def _drop_unretrieved(self, record: std_logging.LogRecord) -> bool:
-        if record.getMessage().split("\n", 1)[0].endswith(" exception was never retrieved"):
-            self._dropped += record.getMessage().count("\n") + 1
+        message = record.getMessage()
+        if message.split("\n", 1)[0].endswith(" exception was never retrieved"):
+            self._dropped += message.count("\n") + 1
             return False
         return True
 
