@@ -19,7 +19,10 @@ b_V, at 88.0, 99.9, 100, 100, 66.8, 83.5, 67.2, 65.9%; and with the current code
 98.6, 99.2, 66.9, 71.8, 65.5, 85.7% (results/tiny_cpu_8_seeds_rerun/: its seeds 0 and 1 have
 this command's keys). Which seeds get past the plateau changes
 with the floating-point rounding (the vmap width, the library versions, the CPU), which training
-amplifies; so on another machine this command may leave a seed on the plateau.
+amplifies; so on another machine this command may leave a seed on the plateau. It did on
+2026-11-29 on a 2-core Intel Xeon with the same code and libraries (10.7 min): 91.7 and 97.6%
+(results/tiny_cpu_2_seeds_xeon/; its losses leave the earlier run's in the sixth digit at step
+100); with 6,500 steps (13.6 min) 97.9 and 85.3%.
 
 Training is bimodal, and the fact lookup decides it. A proof restates the truth values of its
 sources, and the LogOp branch choice needs them too: the value of a given letter, from facts
