@@ -7,14 +7,15 @@ r"""Short training trials of a config: exact match per seed every few hundred st
     python bench/train_trials.py --sinusoidal_positions=0.02 --config.num_seeds=4
     python bench/train_trials.py --linear_fraction=0.3 --config.num_seeds=4 --max_seconds=1250
     python bench/train_trials.py --context_weight=0.5 --config.num_seeds=4 --max_seconds=1250
+    python bench/train_trials.py --prev_token_weight=1 --config.num_seeds=4 --max_seconds=1250
     python bench/train_trials.py --init_from=/tmp/runs/tiny8 --init_members=4,5,6,7 --config.num_seeds=4 \
         --config.num_steps=3000 --config.optim.decay_steps=3000 --max_seconds=2700   # a warm restart
 
 For trying recipes quickly (no checkpoints, no logs): the trainer's compiled chunk, then greedy
-evaluation of 512 held-out problems per seed. Five benchmark-only changes, made by replacing
+evaluation of 512 held-out problems per seed. Six benchmark-only changes, made by replacing
 ``loss_fn`` / ``sample`` of ``logic_jax.train.step`` or ``logic_jax.models.gpt.init_params``
-before they are used (the loss with ``first_token_weight`` and ``context_weight``, a sampler
-that mixes in chosen cases, an init that overwrites ``W_pos``):
+before they are used (the loss with ``first_token_weight`` and ``context_weight``, or with an
+auxiliary term, a sampler that mixes in chosen cases, an init that overwrites ``W_pos``):
 ``--first_token_weight`` multiplies the loss of the first answer token (the planning
 decision); ``--hard_fraction`` draws that share of every batch, half and half, from the two
 LogOp cases whose proof starts with the rule's second operand (OR with (FALSE, TRUE), AND with
@@ -24,7 +25,11 @@ sinusoids of that RMS (instead of noise of std 0.01), which might ease the previ
 that the fact lookup needs; ``--context_weight`` adds the next-token loss on the context's tokens,
 with that weight against the answer's (its layout varies with the chain order and the
 operator, so predicting it rewards reading the previous token: the previous-token head that the
-lookup lacks in stuck seeds). None helped tiny_cpu (BENCHMARKS.md), so none is a trainer option.
+lookup lacks in stuck seeds); ``--prev_token_weight`` adds, with that weight, an auxiliary
+cross-entropy that asks the residual stream after the first block, at each fact's truth value,
+for the letter before it, read through the embedding matrix (no parameter added): it supervises
+the previous-token head directly, a causal test of whether that head is what stuck seeds miss.
+None helped tiny_cpu (BENCHMARKS.md), so none is a trainer option.
 ``--init_from`` starts the chosen seeds (``--init_members``) from a run's newest checkpoint
 with a fresh optimizer and schedule: a warm restart of seeds stuck on the plateau.
 """
@@ -41,10 +46,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from logic_jax.models import gpt  # noqa: E402
+from logic_jax.problem import format as fmt  # noqa: E402
 from logic_jax.train import config as config_lib  # noqa: E402
 from logic_jax.train import evaluate as evaluate_lib  # noqa: E402
 from logic_jax.train import inspection  # noqa: E402
@@ -65,6 +72,7 @@ def define_flags():
     flags.DEFINE_float("hard_fraction", 0.0, "Share of each batch from the two second-operand LogOp cases.")
     flags.DEFINE_float("linear_fraction", 0.0, "Share of each batch drawn as linear queries (evaluation keeps the config's mix).")
     flags.DEFINE_float("context_weight", 0.0, "Weight of the next-token loss on the context's tokens (0: answer tokens only).")
+    flags.DEFINE_float("prev_token_weight", 0.0, "Weight of the auxiliary loss naming each fact's letter at its truth value after block 0 (0: none).")
     flags.DEFINE_float("sinusoidal_positions", 0.0, "RMS of a sinusoidal W_pos at init (0: the model's normal init).")
     flags.DEFINE_string("init_from", None, "A training workdir: start from its newest checkpoint's parameters (fresh optimizer and schedule).")
     flags.DEFINE_list("init_members", None, "With --init_from: which of its seeds, by index (default: the first --config.num_seeds).")
@@ -88,6 +96,22 @@ def mixed_sampler(shares):
         return types.SimpleNamespace(**{f: jnp.concatenate([getattr(p, f) for p in parts]) for f in ("tokens", "answer_mask")})
 
     return mixed
+
+
+def with_previous_token_loss(loss_fn, weight: float, depth: int):
+    """``loss_fn`` plus ``weight`` x the cross-entropy of each fact's letter, predicted at its truth
+    value from ``blocks.0.hook_resid_post`` with the embedding matrix as the readout (logits
+    ``resid @ W_E.T``): the signal a previous-token head there would satisfy."""
+    values = fmt.facts_pos(depth) + 2 + fmt.FACT_LEN * np.arange(3)  # FACTS, then (letter, value, .) x 3
+
+    def loss(params, tokens, answer_mask, forward, **kwargs):
+        main, acc = loss_fn(params, tokens, answer_mask, forward, **kwargs)
+        _, cache = forward(params, tokens[:, : values[-1] + 1], cache=("blocks.0.hook_resid_post",))
+        logits = cache["blocks.0.hook_resid_post"][:, values].astype(jnp.float32) @ params["W_E"].T
+        aux = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, values - 1]).mean()
+        return main + weight * aux, acc
+
+    return loss
 
 
 def sinusoidal_init(rms):
@@ -119,6 +143,8 @@ def restored_params(workdir, indices, like):
 
 def main(_):
     step_lib.loss_fn = functools.partial(step_lib.loss_fn, first_token_weight=F.first_token_weight, context_weight=F.context_weight)
+    if F.prev_token_weight > 0:
+        step_lib.loss_fn = with_previous_token_loss(step_lib.loss_fn, F.prev_token_weight, F.config.problem.depth)
     shares = [(F.hard_fraction / 2, case) for case in SECOND_OPERAND_CASES if F.hard_fraction > 0]
     shares += [(F.linear_fraction, dict(fix_query="linear"))] if F.linear_fraction > 0 else []
     if shares:
