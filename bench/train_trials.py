@@ -50,6 +50,7 @@ import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from logic_jax.analysis.lookup import fact_positions  # noqa: E402
 from logic_jax.models import gpt  # noqa: E402
 from logic_jax.problem import format as fmt  # noqa: E402
 from logic_jax.train import config as config_lib  # noqa: E402
@@ -102,13 +103,13 @@ def with_previous_token_loss(loss_fn, weight: float, depth: int):
     """``loss_fn`` plus ``weight`` x the cross-entropy of each fact's letter, predicted at its truth
     value from ``blocks.0.hook_resid_post`` with the embedding matrix as the readout (logits
     ``resid @ W_E.T``): the signal a previous-token head there would satisfy."""
-    values = fmt.facts_pos(depth) + 2 + fmt.FACT_LEN * np.arange(3)  # FACTS, then (letter, value, .) x 3
+    letters, values = fact_positions(fmt.context_len(depth))
 
     def loss(params, tokens, answer_mask, forward, **kwargs):
         main, acc = loss_fn(params, tokens, answer_mask, forward, **kwargs)
         _, cache = forward(params, tokens[:, : values[-1] + 1], cache=("blocks.0.hook_resid_post",))
         logits = cache["blocks.0.hook_resid_post"][:, values].astype(jnp.float32) @ params["W_E"].T
-        aux = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, values - 1]).mean()
+        aux = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, letters]).mean()
         return main + weight * aux, acc
 
     return loss
