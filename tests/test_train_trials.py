@@ -70,20 +70,21 @@ def test_previous_token_loss_adds_the_facts_letters_cross_entropy_read_through_w
     params = gpt.init_params(jax.random.PRNGKey(0), model_cfg)
     batch = sample(jax.random.PRNGKey(1), problem_cfg, 16)
     loss = train_trials.with_previous_token_loss(step_lib.loss_fn, 0.5, problem_cfg.depth)
-    main, acc = step_lib.loss_fn(params, batch.tokens, batch.answer_mask, forward)
-    total, total_acc = loss(params, batch.tokens, batch.answer_mask, forward)
+    # Compiled: run op by op, these forwards and gradients take most of a minute.
+    main, acc = jax.jit(lambda p: step_lib.loss_fn(p, batch.tokens, batch.answer_mask, forward))(params)
+    total, total_acc = jax.jit(lambda p: loss(p, batch.tokens, batch.answer_mask, forward))(params)
     # By hand: the three facts' truth values, each predicting the letter before it.
     tokens = np.asarray(batch.tokens)
     values = [i for i in range(fmt.facts_pos(problem_cfg.depth), problem_cfg.context_len) if tokens[0, i] in (fmt.TRUE, fmt.FALSE)]
     assert len(values) == 3 and all(fmt.is_letter(t) for t in tokens[:, np.array(values) - 1].ravel())
-    _, cache = forward(params, batch.tokens, cache=("blocks.0.hook_resid_post",))
+    _, cache = jax.jit(lambda p: forward(p, batch.tokens, cache=("blocks.0.hook_resid_post",)))(params)
     logits = np.asarray(cache["blocks.0.hook_resid_post"])[:, values] @ np.asarray(params["W_E"]).T
     aux = -np.take_along_axis(scipy.special.log_softmax(logits, -1), tokens[:, np.array(values) - 1][..., None], -1).mean()
     assert aux > 1.0  # an untrained model does not name the letters
     np.testing.assert_allclose(float(total), float(main) + 0.5 * aux, rtol=1e-5)
     assert float(total_acc) == float(acc)
     # Only blocks.0 and the tables before it get the auxiliary term's gradient.
-    grad = jax.grad(lambda p: loss(p, batch.tokens, batch.answer_mask, forward)[0] - step_lib.loss_fn(p, batch.tokens, batch.answer_mask, forward)[0])(params)
+    grad = jax.jit(jax.grad(lambda p: loss(p, batch.tokens, batch.answer_mask, forward)[0] - step_lib.loss_fn(p, batch.tokens, batch.answer_mask, forward)[0]))(params)
     flat = {jax.tree_util.keystr(k): float(np.abs(np.asarray(v)).max()) for k, v in jax.tree_util.tree_leaves_with_path(grad)}
     assert flat["['W_E']"] > 0 and flat["['W_pos']"] > 0
     later = {k: v for k, v in flat.items() if k.startswith("['blocks']") and not k.startswith("['blocks'][0]")}
