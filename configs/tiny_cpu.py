@@ -21,9 +21,9 @@ circuit: a previous-token head at each truth value, then a lookup head), so it c
 a LogOp branch and starts every proof with the rule's first operand: OR with (FALSE, TRUE) and
 AND with (TRUE, FALSE) fail. `launch/analyze.py`'s "Fact lookup" table measures it. The other
 recipes tried (heads, depth, width, batch, learning rate, weight decay, initialisation, loss
-weights, data mixes, auxiliary losses) learnt no faster, and training on, or warm restarts, free some stuck
-seeds, not all: BENCHMARKS.md has every run. For 99% on more seeds, train longer or on a GPU
-(configs/small.py).
+weights, data mixes, auxiliary losses) learnt no faster, and training on, or warm restarts,
+free some stuck seeds, not all: BENCHMARKS.md has every run. For 99% on more seeds, train
+longer or on a GPU (configs/small.py).
 """
 
 from logic_jax.train.config import base_config
