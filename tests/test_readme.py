@@ -1,4 +1,5 @@
-"""The README's Python snippets run as written, on a tiny run and a tiny Mistral checkpoint."""
+"""The README's Python snippets run as written, on a tiny run and a tiny Mistral checkpoint; CI runs
+its install and test commands."""
 
 import os
 import re
@@ -11,7 +12,8 @@ from logic_jax.train import trainer
 from mistral_fixtures import write_tiny_checkpoint
 from train_fixtures import tiny_config
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(REPO, "README.md")
 SNIPPETS = re.findall(r"```python\n(.*?)```", open(README).read(), re.S)
 
 
@@ -19,6 +21,13 @@ def _snippet(marker: str) -> str:
     found = [s for s in SNIPPETS if marker in s]
     assert len(found) == 1, f"README: {len(found)} python snippets contain {marker!r}"
     return found[0]
+
+
+def test_ci_runs_the_quick_starts_install_and_test_commands():
+    quick_start = re.search(r"## Quick start\n\n```bash\n(.*?)```", open(README).read(), re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in quick_start.splitlines()]
+    ci = [line.strip() for line in open(os.path.join(REPO, ".ci", "run")) if line.strip() and not line.startswith(("#", "set ", "cd "))]
+    assert ci == commands[:2], (ci, commands)
 
 
 def test_the_sampler_snippet():
