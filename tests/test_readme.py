@@ -13,8 +13,8 @@ from mistral_fixtures import write_tiny_checkpoint
 from train_fixtures import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-README = os.path.join(REPO, "README.md")
-SNIPPETS = re.findall(r"```python\n(.*?)```", open(README).read(), re.S)
+README = open(os.path.join(REPO, "README.md")).read()
+SNIPPETS = re.findall(r"```python\n(.*?)```", README, re.S)
 
 
 def _snippet(marker: str) -> str:
@@ -24,7 +24,7 @@ def _snippet(marker: str) -> str:
 
 
 def test_ci_runs_the_quick_starts_install_and_test_commands():
-    quick_start = re.search(r"## Quick start\n\n```bash\n(.*?)```", open(README).read(), re.S).group(1)
+    quick_start = re.search(r"## Quick start\n\n```bash\n(.*?)```", README, re.S).group(1)
     commands = [line.split("#")[0].strip() for line in quick_start.splitlines()]
     ci = [line.strip() for line in open(os.path.join(REPO, ".ci", "run")) if line.strip() and not line.startswith(("#", "set ", "cd "))]
     assert ci == commands[:2], (ci, commands)
