@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -131,7 +132,9 @@ class stderr_held:
     the exceptions raised where Python cannot raise them (``sys.unraisablehook``): they are
     written to file descriptor 2 and not kept, since a hook that keeps them (pytest's, until the
     test ends) keeps the failed reads they reference alive, to be collected, and reported, after
-    the restore is over."""
+    the restore is over. And so are the "coroutine ... was never awaited" warnings of the reads
+    that never started (orbax closes its loop when the first read fails): a recorded warning
+    keeps its coroutine alive (pytest's records, for the whole session)."""
 
     def __enter__(self) -> "stderr_held":
         sys.stderr.flush()
@@ -139,6 +142,9 @@ class stderr_held:
         os.dup2(self._file.fileno(), 2)
         std_logging.getLogger("asyncio").addFilter(self._drop_unretrieved)
         self._hook, sys.unraisablehook = sys.unraisablehook, self._write_unraisable
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.filterwarnings("ignore", r"coroutine '.*' was never awaited", RuntimeWarning)
         return self
 
     def settle(self, quiet: float = 0.3, limit: float = 5.0) -> None:
@@ -181,6 +187,7 @@ class stderr_held:
             self._saved = None
             std_logging.getLogger("asyncio").removeFilter(self._drop_unretrieved)
             sys.unraisablehook = self._hook
+            self._warnings.__exit__(None, None, None)
 
     def __exit__(self, *exc) -> None:
         self._restore()
